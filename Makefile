@@ -1,0 +1,59 @@
+# phagoflow — every target creates the virtual environment first if it is missing.
+# On a fresh machine `make demo` and `make test` are the only two commands you need.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+DEMO_DIR  ?= demo-out
+DEMO_METHOD ?= all
+
+.PHONY: help venv demo test test-fast lint bench model experiment clean
+
+help:
+	@echo "make demo        simulate a small plate and process it with no servers"
+	@echo "make test        run the whole test suite (slow tests included, as CI does)"
+	@echo "make test-fast   run the fast tests only"
+	@echo "make lint        ruff + mypy (strict on the core)"
+	@echo "make bench       run the benchmarks in benchmarks/ and print their figures"
+	@echo "make model       retrain the packaged default CDL model on simulated plates"
+	@echo "make experiment  the paper's CIP-vs-CDL experiment on simulated plates"
+
+venv: $(STAMP)
+
+# Re-installs when pyproject.toml changes; idempotent otherwise.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=23.2"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	rm -rf $(DEMO_DIR)
+	$(BIN)/phagoflow simulate $(DEMO_DIR)/plate --wells 8 --fields 4 --seed 1 --plate DEMO0001
+	$(BIN)/phagoflow run $(DEMO_DIR)/plate --out $(DEMO_DIR)/results --method $(DEMO_METHOD) --workers 2
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check services tests benchmarks
+	$(BIN)/ruff format --check services tests benchmarks
+	$(BIN)/mypy
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py
+
+model: $(STAMP)
+	$(BIN)/python scripts/make_default_model.py
+
+experiment: $(STAMP)
+	$(BIN)/python scripts/experiment.py
+
+clean:
+	rm -rf $(DEMO_DIR) bench-out experiment-out .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,265 @@
+"""The ``phagoflow`` command line.
+
+:func:`get_arg_parser` stands alone (so docs can render it); :func:`main` only dispatches to the
+``_cmd_*`` functions, which import what they need lazily so ``phagoflow --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["get_arg_parser", "main"]
+
+logger = logging.getLogger("phagoflow")
+
+
+def get_arg_parser() -> argparse.ArgumentParser:
+    """Build the argument parser with one sub-command per task."""
+    parser = argparse.ArgumentParser(
+        prog="phagoflow",
+        description=(
+            "Opera autophagy (Rosella) screening plates to per-well phagophore and "
+            "autolysosome counts."
+        ),
+    )
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings only, no progress bar")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    # simulate ------------------------------------------------------------------------
+    p = sub.add_parser(
+        "simulate",
+        help="write a simulated Rosella plate export with ground truth",
+        description=(
+            "Simulate a Rosella plate as an Opera export (OUT/Images/...) plus ground-truth masks "
+            "OUT/truth/rRRcCCfFFpPP.tiff (0 background, 1 phagophore, 2 autolysosome) and true "
+            "per-field counts OUT/truth/counts.csv. Deterministic for a given seed."
+        ),
+    )
+    p.add_argument("out", type=Path, help="output folder")
+    p.add_argument("--wells", type=int, default=8, help="number of wells (default 8)")
+    p.add_argument("--fields", type=int, default=4, help="fields per well (default 4)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--plate", default=None, help="plate id (default SIM<seed>)")
+    p.add_argument(
+        "--format",
+        default="harmony5",
+        choices=("harmony4", "harmony5", "harmony6", "harmony7", "flex"),
+        help="export format (default harmony5: Index.idx.xml + TIFFs)",
+    )
+    p.add_argument(
+        "--preset",
+        default="normal",
+        choices=("normal", "harder"),
+        help="acquisition preset: normal, or harder (dimmer, uneven expression, more vignetting)",
+    )
+    p.set_defaults(func=_cmd_simulate)
+
+    # run -----------------------------------------------------------------------------
+    p = sub.add_parser(
+        "run",
+        help="process one plate export with no servers (masks, counts, report)",
+        description=(
+            "Segment every field of a plate export and write OUT/masks/<method>/*.tiff, "
+            "OUT/objects.csv, OUT/wells.csv, OUT/plate_heatmap.png, OUT/report.html and "
+            "OUT/run.json. Re-running skips fields already segmented with the same provenance."
+        ),
+    )
+    p.add_argument("export", type=Path, help="export folder (holding the index, or its parent)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument(
+        "--method",
+        default="cip",
+        choices=("cip", "cdl", "all"),
+        help="cip (conventional pipeline), cdl (U-Net), or all (default cip)",
+    )
+    p.add_argument("--model", type=Path, default=None, help="U-Net model folder (default: packaged)")
+    p.add_argument("--workers", type=int, default=None, help="worker processes (default 1)")
+    p.add_argument(
+        "--cip-params",
+        type=Path,
+        default=None,
+        help="JSON file with CIP parameters (overrides PHAGOFLOW_CIP__* settings)",
+    )
+    p.add_argument(
+        "--backend", choices=("onnxruntime", "torch"), default=None, help="U-Net backend"
+    )
+    p.set_defaults(func=_cmd_run)
+
+    # info / check --------------------------------------------------------------------
+    p = sub.add_parser(
+        "info",
+        help="print the catalogue of a plate export (wells, fields, channels, problems)",
+        description="Read a Harmony or .flex export and print its catalogue as JSON.",
+    )
+    p.add_argument("export", type=Path)
+    p.add_argument(
+        "--channel-role",
+        action="append",
+        default=[],
+        metavar="NAME=ROLE",
+        help="override a channel role, e.g. 'Alexa 568=dsred' (repeatable)",
+    )
+    p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser(
+        "check",
+        help="is a plate export complete? (exit 0 if complete, 3 if not)",
+        description=(
+            "Apply the completeness rule: index parses, every declared image exists with at "
+            "least ImageSizeX × ImageSizeY × 2 bytes, and nothing changed for --quiet seconds."
+        ),
+    )
+    p.add_argument("export", type=Path)
+    p.add_argument("--quiet-seconds", type=float, default=60.0, help="quiet period (default 60)")
+    p.set_defaults(func=_cmd_check)
+
+    return parser
+
+
+# ----------------------------------------------------------------------------- handlers
+def _settings_cip(path: Path | None):  # type: ignore[no-untyped-def]
+    from phagoflow.core.cip import CipParameters
+    from phagoflow.settings import RunSettings
+
+    settings = RunSettings()
+    if path is None:
+        return settings, settings.cip
+    try:
+        return settings, CipParameters.model_validate_json(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"phagoflow: cannot use CIP parameters from {path}: {exc}") from exc
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from phagoflow.core.simulate import SimulationParameters, simulate_plate
+
+    plate = simulate_plate(
+        args.out,
+        wells=args.wells,
+        fields=args.fields,
+        seed=args.seed,
+        plate_id=args.plate,
+        export_format=args.format,
+        params=SimulationParameters.preset(args.preset),
+        progress=not args.quiet,
+    )
+    print(f"simulated plate {plate.plate_id}: {plate.n_fields} fields")
+    print(f"  export: {plate.export_dir}")
+    print(f"  truth:  {plate.truth_dir} (counts: {plate.counts_csv})")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from phagoflow.embedded.run import run_plate
+
+    settings, cip_params = _settings_cip(args.cip_params)
+    methods = ("cip", "cdl") if args.method == "all" else (args.method,)
+    result = run_plate(
+        args.export,
+        args.out,
+        methods=methods,
+        model_dir=args.model or settings.model_dir,
+        workers=args.workers or settings.workers,
+        cip_params=cip_params,
+        backend=args.backend or settings.inference_backend,
+        batch_size=settings.inference_batch_size,
+        threads=settings.inference_threads,
+        overlays=settings.overlays,
+        progress=not args.quiet,
+    )
+    _print_wells(result.wells)
+    n_fields = len(result.catalogue.fields) + len(result.catalogue.problems)
+    done = len({o.name for o in result.outcomes if o.error is None})
+    print(
+        f"\nplate {result.catalogue.plate_id}: {done}/{n_fields} fields in {result.seconds:.1f} s, "
+        f"{len(result.failures)} failure(s)"
+    )
+    for f in result.failures:
+        print(f"  FAILED {f['field'] or f['path']} [{f['stage']}]: {f['reason']}")
+    print(f"report: {result.out_dir / 'report.html'}")
+    print(f"wells:  {result.out_dir / 'wells.csv'}")
+    return 0
+
+
+def _print_wells(wells) -> None:  # type: ignore[no-untyped-def]
+    header = f"{'well':<7} {'method':<6} {'fields':>6} {'phagophores':>12} {'autolysosomes':>14}"
+    print(header)
+    print("-" * len(header))
+    for w in wells:
+        print(
+            f"{w.well:<7} {w.method:<6} {w.fields:>6} {w.phagophores:>12} {w.autolysosomes:>14}"
+        )
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from phagoflow.core.opera import read_plate
+
+    overrides = {}
+    for item in args.channel_role:
+        name, sep, role = item.partition("=")
+        if not sep:
+            raise SystemExit(f"phagoflow: --channel-role expects NAME=ROLE, got {item!r}")
+        overrides[name] = role
+    cat = read_plate(args.export, channel_roles=overrides or None)
+    doc = {
+        "plate_id": cat.plate_id,
+        "format": cat.format_version,
+        "index": str(cat.index_path),
+        "plate": f"{cat.plate_rows} x {cat.plate_columns}",
+        "wells": list(cat.wells),
+        "fields": len(cat.fields),
+        "size_yx": list(cat.size_yx),
+        "pixel_size_um": cat.pixel_size_um,
+        "channels": [
+            {"id": c.channel_id, "name": c.name, "role": c.role and str(c.role)}
+            for c in cat.channels
+        ],
+        "problems": [{"path": p.path, "reason": p.reason} for p in cat.problems],
+    }
+    print(json.dumps(doc, indent=2))
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from phagoflow.core.opera import check_complete
+
+    report = check_complete(args.export, quiet_seconds=args.quiet_seconds)
+    print("complete" if report.complete else "incomplete")
+    for reason in report.reasons:
+        print(f"  {reason}")
+    return 0 if report.complete else 3
+
+
+# ----------------------------------------------------------------------------- entry point
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``phagoflow`` console script."""
+    parser = get_arg_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from phagoflow import __version__
+
+        print(__version__)
+        return 0
+    if args.command is None:
+        parser.print_help()
+        return 2
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from phagoflow.core.opera.catalogue import PlateFormatError
+
+    try:
+        return int(args.func(args))
+    except PlateFormatError as exc:
+        print(f"phagoflow: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,208 @@
+"""Typed plate catalogue shared by every Opera reader and writer.
+
+A *catalogue* describes one plate export without loading pixels: geometry, channels with their
+Rosella roles, and one :class:`FieldRecord` per acquired field (all channels of one
+row/col/field/plane/timepoint). Readers build it; :func:`phagoflow.core.opera.load_field` turns a
+record into a ``(2, H, W)`` float32 array ordered ``[DsRed, pHluorin]``.
+
+Errors follow a two-tier policy (as tifffile does): broken structure raises
+:class:`PlateFormatError` (a ``ValueError``) naming the file; a bad *field* (missing file, path
+traversal, wrong shape, truncated TIFF) does not stop the plate — it is recorded as a
+:class:`FieldProblem` and the good fields are still processed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+__all__ = [
+    "ROLE_ORDER",
+    "Channel",
+    "ChannelRole",
+    "FieldKey",
+    "FieldProblem",
+    "FieldReadError",
+    "FieldRecord",
+    "ImageSource",
+    "PlateCatalogue",
+    "PlateFormatError",
+]
+
+
+class PlateFormatError(ValueError):
+    """A plate export is structurally broken (missing index, malformed XML, unknown channels).
+
+    The message always names the offending file.
+    """
+
+
+class FieldReadError(PlateFormatError):
+    """One field cannot be read (missing/truncated TIFF, shape or dtype mismatch, unsafe URL)."""
+
+
+class ChannelRole(StrEnum):
+    """Rosella biosensor channel roles."""
+
+    DSRED = "dsred"  #: pH-stable red fluorescent protein; bright in phagophores and autolysosomes
+    PHLUORIN = "phluorin"  #: pH-sensitive GFP; quenched in acidic autolysosomes
+
+
+#: Channel order of every loaded field array: index 0 is DsRed, index 1 is pHluorin.
+ROLE_ORDER: tuple[ChannelRole, ChannelRole] = (ChannelRole.DSRED, ChannelRole.PHLUORIN)
+
+
+@dataclass(frozen=True)
+class Channel:
+    """One acquisition channel of the plate.
+
+    Attributes
+    ----------
+    channel_id : int
+        Vendor channel id (1-based ChannelID in Harmony, ExposureNo in .flex).
+    name : str
+        Vendor channel name, e.g. ``"DsRed"`` or ``"Alexa 488"``.
+    role : ChannelRole or None
+        Role inferred from the name (or given by an override); ``None`` when it matches neither.
+    """
+
+    channel_id: int
+    name: str
+    role: ChannelRole | None
+
+
+@dataclass(frozen=True, order=True)
+class FieldKey:
+    """Identity of one field image (all channels), 1-based row/col/field/plane, 0-based timepoint."""
+
+    row: int
+    col: int
+    field: int
+    plane: int = 1
+    timepoint: int = 0
+
+    @property
+    def well(self) -> str:
+        """Well name ``rRRcCC`` (e.g. ``r02c05``)."""
+        return f"r{self.row:02d}c{self.col:02d}"
+
+    @property
+    def name(self) -> str:
+        """File stem ``rRRcCCfFFpPP`` (``-tTT`` appended for timepoints > 0)."""
+        stem = f"{self.well}f{self.field:02d}p{self.plane:02d}"
+        return stem if self.timepoint == 0 else f"{stem}-t{self.timepoint:02d}"
+
+    @classmethod
+    def parse(cls, name: str) -> FieldKey:
+        """Inverse of :attr:`name`; raises ``ValueError`` on anything else."""
+        m = _KEY_RE.fullmatch(name)
+        if m is None:
+            raise ValueError(f"not a field name of the form rRRcCCfFFpPP[-tTT]: {name!r}")
+        return cls(*(int(g) if g is not None else 0 for g in m.groups()))
+
+
+_KEY_RE = re.compile(r"r(\d{2,})c(\d{2,})f(\d{2,})p(\d{2,})(?:-t(\d{2,}))?")
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """Where the pixels of one channel of one field live.
+
+    Attributes
+    ----------
+    path : Path
+        Absolute path of the TIFF (Harmony) or ``.flex`` file, already checked to lie inside the
+        export folder.
+    page : int
+        Page (IFD) index inside a multi-page file; 0 for single-plane Harmony TIFFs.
+    factor : float
+        Multiply raw pixel values by this (``.flex`` ``Arrays/Array@Factor``); 1.0 for Harmony.
+    size_yx : tuple of int
+        Expected ``(ImageSizeY, ImageSizeX)`` in pixels, from the metadata.
+    """
+
+    path: Path
+    page: int = 0
+    factor: float = 1.0
+    size_yx: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class FieldRecord:
+    """All channels of one field, by role."""
+
+    key: FieldKey
+    sources: dict[ChannelRole, ImageSource]
+
+
+@dataclass(frozen=True)
+class FieldProblem:
+    """A field (or image) that cannot be processed, and why. ``key`` is ``None`` when unknown."""
+
+    key: FieldKey | None
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class PlateCatalogue:
+    """Everything known about one plate export, without pixels.
+
+    Attributes
+    ----------
+    plate_id : str
+        Plate barcode / PlateID.
+    measurement_id : str
+        MeasurementID (Harmony) or a stable substitute.
+    export_format : str
+        ``"harmony"`` or ``"flex"``; ``format_version`` carries e.g. ``"HarmonyV5"``.
+    root : Path
+        Folder holding the index (Harmony) or the ``.flex`` files.
+    index_path : Path
+        The index file (Harmony) or the first ``.flex`` file.
+    index_sha256 : str
+        Checksum of the index (Harmony) or of all ``.flex`` XML blocks, for provenance.
+    plate_rows, plate_columns : int
+        Plate geometry (8 × 12 for a 96-well plate).
+    channels : tuple of Channel
+        Every channel, with its role.
+    pixel_size_um : float
+        Pixel size in µm (ImageResolutionX × 1e6).
+    size_yx : tuple of int
+        Field size ``(H, W)`` in pixels.
+    fields : tuple of FieldRecord
+        Acquired fields with a usable source for both roles, sorted by key.
+    problems : tuple of FieldProblem
+        Images found unusable while parsing (missing file, unsafe URL, ...).
+    expected_images : int
+        wells × fields × planes × channels × timepoints as declared by the index.
+    declared_images : int
+        Number of Image entries in the index (acquired or not).
+    """
+
+    plate_id: str
+    measurement_id: str
+    export_format: str
+    format_version: str
+    root: Path
+    index_path: Path
+    index_sha256: str
+    plate_rows: int
+    plate_columns: int
+    channels: tuple[Channel, ...]
+    pixel_size_um: float
+    size_yx: tuple[int, int]
+    fields: tuple[FieldRecord, ...]
+    problems: tuple[FieldProblem, ...] = ()
+    expected_images: int = 0
+    declared_images: int = 0
+    wells: tuple[str, ...] = ()
+
+    def get_field(self, key: FieldKey) -> FieldRecord:
+        """The record for ``key``; ``KeyError`` if the plate has no such field."""
+        for rec in self.fields:
+            if rec.key == key:
+                return rec
+        raise KeyError(f"plate {self.plate_id} has no field {key.name}")
