@@ -134,8 +134,7 @@ def plot_plate_heatmaps(
     fig = Figure(figsize=(6.5 * ncols, 4.2 * nrows + 0.4), dpi=100)
     for i, (label, grid) in enumerate(panels):
         ax = fig.add_subplot(nrows, ncols, i + 1)
-        cmap = plt.get_cmap(cmaps[i] if cmaps else "viridis").copy()
-        cmap.set_bad("#dddddd")
+        cmap = plt.get_cmap(cmaps[i] if cmaps else "viridis").with_extremes(bad="#dddddd")
         finite = grid[np.isfinite(grid)]
         vmax = float(finite.max()) if finite.size else 1.0
         im = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=0.0, vmax=max(vmax, 1e-9))
