@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from phagoflow.core.counting import (
@@ -19,7 +20,7 @@ from phagoflow.core.counting import (
 from phagoflow.core.opera.catalogue import FieldKey
 
 
-def _scene() -> tuple[np.ndarray, np.ndarray]:
+def _scene() -> tuple[npt.NDArray[np.float32], npt.NDArray[np.uint8]]:
     """A 3x3 phagophore square and a 4x5 autolysosome rectangle with known intensities."""
     image = np.zeros((2, 20, 30), dtype=np.float32)
     mask = np.zeros((20, 30), dtype=np.uint8)

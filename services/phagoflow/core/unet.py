@@ -13,9 +13,20 @@ logits for 0 background, 1 phagophore, 2 autolysosome. ``H`` and ``W`` must be m
 Differences from MATLAB's ``unetLayers`` used in the paper: batch normalisation in every block
 (asked for by the project, it makes training at lr 2e-3 stable) and no dropout in the bridge.
 
-Width and speed (ONNX Runtime, 2 CPU threads, one 680 × 512 field = 12 tiles of 256 × 256, see
-``benchmarks`` numbers in the module report): ``base_channels`` 8 is the default because it meets
-the product target of ≤ 0.25 s per field on 2 cores; 16 and 32 are available through the knob.
+Width and speed, measured on a shared 2-core CPU VM (ONNX Runtime 1.32, ``intra_op`` 2 threads,
+whole :class:`~phagoflow.core.inference.Predictor` path for one 680 × 512 field = 12 tiles of
+256 × 256, median of 7; training = one SGD step on 4 patches of 256 × 256, torch 2.13, 2 threads):
+
+==============  ==========  ====================  ===============
+base_channels   parameters  inference s / field   training patches/s
+==============  ==========  ====================  ===============
+8 (default)        121 123  0.12                  ~17
+16                 482 627  0.25                  ~8
+32               1 926 787  0.79                  ~2.7
+==============  ==========  ====================  ===============
+
+``base_channels`` 8 is the default: it meets the product target of ≤ 0.25 s per field on 2 cores
+with margin (16 sits on the limit; torch CPU inference is ~2× slower than ONNX Runtime).
 """
 
 from __future__ import annotations
@@ -56,7 +67,7 @@ class UNetConfig(BaseModel):
     @property
     def size_multiple(self) -> int:
         """Spatial sizes must be multiples of this (``2 ** depth``), in pixels."""
-        return 2**self.depth
+        return 1 << self.depth
 
 
 class _DoubleConv(nn.Sequential):
@@ -121,7 +132,7 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(N, n_classes, H, W)`` for inputs ``(N, in_channels, H, W)``."""
-        if not torch.jit.is_tracing():
+        if not torch.onnx.is_in_onnx_export():
             _validate_input(x, self.config)
         skips: list[torch.Tensor] = []
         for enc in self.encoders:

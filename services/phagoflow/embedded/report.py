@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import tifffile
 
-from phagoflow.core.counting import WellSummary, well_disagreement
+from phagoflow.core.counting import WellSummary
+from phagoflow.core.qc import well_disagreement
 from phagoflow.core.opera import PlateCatalogue, load_field
 from phagoflow.reporting.figures import plate_grid, plot_plate_heatmaps, save_overlay_png
 

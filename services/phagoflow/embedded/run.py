@@ -28,7 +28,7 @@ import platform
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from multiprocessing import get_context
@@ -378,7 +378,7 @@ def _write_objects_csv(path: Path, catalogue: PlateCatalogue, outcomes: list[Fie
                 continue
             key = FieldKey.parse(o.name)
             for obj in o.objects:
-                row = asdict(obj)
+                row = obj.as_row()
                 writer.writerow(
                     (catalogue.plate_id, key.well, o.name, o.method,
                      *(_csv_value(row[c]) for c in OBJECT_COLUMNS))
@@ -392,7 +392,7 @@ def _write_wells_csv(path: Path, wells: list[WellSummary]) -> None:
         writer = csv.writer(fh)
         writer.writerow(WELL_COLUMNS)
         for w in wells:
-            row = asdict(w)
+            row = w.as_row()
             writer.writerow([_csv_value(row[c]) for c in WELL_COLUMNS])
     os.replace(tmp, path)
 

@@ -13,6 +13,7 @@ traversal, wrong shape, truncated TIFF) does not stop the plate — it is record
 
 from __future__ import annotations
 
+import bisect
 import re
 from dataclasses import dataclass
 from enum import StrEnum
@@ -27,8 +28,10 @@ __all__ = [
     "FieldReadError",
     "FieldRecord",
     "ImageSource",
+    "IndexedImage",
     "PlateCatalogue",
     "PlateFormatError",
+    "PlateIndex",
 ]
 
 
@@ -75,7 +78,7 @@ class Channel:
 
 @dataclass(frozen=True, order=True)
 class FieldKey:
-    """Identity of one field image (all channels), 1-based row/col/field/plane, 0-based timepoint."""
+    """Identity of one field (all channels): 1-based row/col/field/plane, 0-based timepoint."""
 
     row: int
     col: int
@@ -202,7 +205,85 @@ class PlateCatalogue:
 
     def get_field(self, key: FieldKey) -> FieldRecord:
         """The record for ``key``; ``KeyError`` if the plate has no such field."""
-        for rec in self.fields:
+        i = bisect.bisect_left(self.fields, key, key=lambda rec: rec.key)  # fields are sorted
+        if i < len(self.fields) and self.fields[i].key == key:
+            return self.fields[i]
+        for rec in self.fields:  # not sorted after all (hand-built catalogue)
             if rec.key == key:
                 return rec
         raise KeyError(f"plate {self.plate_id} has no field {key.name}")
+
+
+@dataclass(frozen=True)
+class IndexedImage:
+    """One image (one channel of one field) as the index declares it, before roles are known.
+
+    Attributes
+    ----------
+    key : FieldKey
+        Field the image belongs to.
+    channel_id : int
+        Vendor channel id (ChannelID / ExposureNo).
+    url : str
+        The index's reference to the pixels (Harmony URL, ``.flex`` file name); ``""`` when
+        the image was not acquired.
+    path : Path or None
+        Resolved file, or ``None`` when not acquired or unsafe (see ``problem``).
+    page : int
+        Page (IFD) inside ``path``.
+    factor : float
+        Multiply raw values by this (``.flex`` ``Array@Factor``).
+    size_yx : tuple of int or None
+        ``(ImageSizeY, ImageSizeX)`` in pixels, when the index gives them.
+    pixel_size_um : float or None
+        ImageResolutionX in µm, when the index gives it.
+    problem : str or None
+        Why the image cannot be read (e.g. an absolute or ``..`` URL), else ``None``.
+    """
+
+    key: FieldKey
+    channel_id: int
+    url: str
+    path: Path | None
+    page: int = 0
+    factor: float = 1.0
+    size_yx: tuple[int, int] | None = None
+    pixel_size_um: float | None = None
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
+class PlateIndex:
+    """A parsed plate index, before channel roles are assigned (input of catalogue assembly).
+
+    Attributes
+    ----------
+    export_format, format_version, plate_id, measurement_id, root, index_path, index_sha256,
+    plate_rows, plate_columns
+        As in :class:`PlateCatalogue`.
+    channel_names : dict of int to str
+        Channel id → vendor name (from the Images, or the Maps for Harmony ≥ 6).
+    images : tuple of IndexedImage
+        Every image entry the index declares, acquired or not.
+    metadata_files : tuple of Path
+        Index file(s) the catalogue was parsed from (for provenance and quiet-period checks).
+    declared_wells : tuple of str
+        Wells the plate description lists (``rRRcCC``), possibly more than have images.
+    problems : tuple of FieldProblem
+        Files found unusable while parsing (e.g. a ``.flex`` file without readable XML).
+    """
+
+    export_format: str
+    format_version: str
+    plate_id: str
+    measurement_id: str
+    root: Path
+    index_path: Path
+    index_sha256: str
+    plate_rows: int
+    plate_columns: int
+    channel_names: dict[int, str]
+    images: tuple[IndexedImage, ...]
+    metadata_files: tuple[Path, ...] = ()
+    declared_wells: tuple[str, ...] = ()
+    problems: tuple[FieldProblem, ...] = ()

@@ -350,16 +350,16 @@ class HarmonyWriter(ExportWriter):
                         _sub(w, "Image", id=image_ids[(k, ri)])
 
         maps = _sub(root, "Maps")
+        height, width = self.size_yx
+        flatfield = (
+            "{Background: {Character: Flat, Mean: 110.0}, Foreground: {Character: NonFlat, "
+            "Mean: 812.5, Profile: {Coefficients: [[0.0], [0.0, 0.0]], "
+            f"Dims: [{width}, {height}], Type: Polynomial}}}}, Version: 1.0}}"
+        )
         flat = _sub(maps, "Map")  # first Map: flat-field profiles, no channel description
         for ri in order:
             e = _sub(flat, "Entry", ChannelID=str(self.channel_ids[ri]))
-            _sub(
-                e,
-                "FlatfieldProfile",
-                "{Background: {Character: Flat, Mean: 110.0}, Foreground: {Character: "
-                "NonFlat, Mean: 812.5, Profile: {Coefficients: [[0.0], [0.0, 0.0]], "
-                "Dims: [%d, %d], Type: Polynomial}}, Version: 1.0}" % (self.size_yx[::-1]),
-            )
+            _sub(e, "FlatfieldProfile", flatfield)
         if self.version >= 6:
             desc = _sub(maps, "Map")  # a later Map carries the channel description
             for ri in order:
@@ -391,7 +391,8 @@ class HarmonyWriter(ExportWriter):
                 _sub(img, "AbsTime", self._abs_time(k))
                 _sub(img, "MaxIntensity", str(plane.max_intensity if plane else 0))
         ET.indent(root, space="  ")
-        return ET.tostring(root, encoding="utf-8", xml_declaration=True)
+        xml: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
+        return xml
 
 
 class FlexWriter(ExportWriter):
@@ -497,7 +498,7 @@ class FlexWriter(ExportWriter):
         _sub(plate, "MeasurementID", self.measurement_id)
         _sub(plate, "XSize", str(self.plate_columns))
         _sub(plate, "YSize", str(self.plate_rows))
-        well = _sub(plate, "Well")
+        well = _sub(flex, "Well")  # a sibling of Plate, as Opera writes it
         _sub(well, "WellCoordinate", Row=str(row), Col=str(col))
         images = _sub(well, "Images")
         for i, (k, ri) in enumerate(pages):
