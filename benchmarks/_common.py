@@ -19,7 +19,9 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"{platform.machine()}, {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}"
+    return (
+        f"{platform.machine()}, {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}"
+    )
 
 
 def ensure_plate(wells: int = 24, fields: int = 4, seed: int = 7, fmt: str = "harmony5") -> Path:
@@ -29,7 +31,8 @@ def ensure_plate(wells: int = 24, fields: int = 4, seed: int = 7, fmt: str = "ha
     out = BENCH_DIR / f"plate-{wells}x{fields}-s{seed}-{fmt}"
     marker = out / ".complete"
     if not marker.exists():
-        plate = simulate_plate(out, wells=wells, fields=fields, seed=seed, export_format=fmt,
-                               progress=True)
+        plate = simulate_plate(
+            out, wells=wells, fields=fields, seed=seed, export_format=fmt, progress=True
+        )
         marker.write_text(str(plate.export_dir))
     return Path(marker.read_text())

@@ -8,13 +8,12 @@ os.environ["OMP_NUM_THREADS"] = "1"
 os.environ["OPENBLAS_NUM_THREADS"] = "1"
 os.environ["MKL_NUM_THREADS"] = "1"
 
-import statistics  # noqa: E402
-import time  # noqa: E402
+import statistics
+import time
 
-from _common import ensure_plate, machine  # noqa: E402
-
-from phagoflow.core.cip import segment_cip  # noqa: E402
-from phagoflow.core.opera import load_field, read_plate  # noqa: E402
+from _common import ensure_plate, machine
+from phagoflow.core.cip import segment_cip
+from phagoflow.core.opera import load_field, read_plate
 
 
 def main(n: int = 24) -> None:

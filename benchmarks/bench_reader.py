@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 from _common import ensure_plate, machine
-
 from phagoflow.core.opera import load_field, read_plate
 
 

@@ -22,8 +22,20 @@ from _common import BENCH_DIR, ensure_plate, machine
 def one_run(export: Path, method: str, workers: int) -> tuple[float, float, int]:
     out = BENCH_DIR / f"run-{method}-w{workers}"
     shutil.rmtree(out, ignore_errors=True)
-    cmd = [sys.executable, "-m", "phagoflow", "-q", "run", str(export), "--out", str(out),
-           "--method", method, "--workers", str(workers)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "phagoflow",
+        "-q",
+        "run",
+        str(export),
+        "--out",
+        str(out),
+        "--method",
+        method,
+        "--workers",
+        str(workers),
+    ]
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
@@ -35,7 +47,7 @@ def one_run(export: Path, method: str, workers: int) -> tuple[float, float, int]
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--methods", default="cip,all")
+    ap.add_argument("--methods", default="cip")
     ap.add_argument("--workers", default="1,2")
     args = ap.parse_args()
     export = ensure_plate()
@@ -43,8 +55,10 @@ def main() -> None:
     for method in args.methods.split(","):
         for w in (int(x) for x in args.workers.split(",")):
             elapsed, fph, peak = one_run(export, method, w)
-            print(f"run.{method}.workers{w}.fields_per_hour  {fph:8.0f}  ({elapsed:.1f} s wall, "
-                  f"peak RSS {peak / 1024:.0f} MiB)")
+            print(
+                f"run.{method}.workers{w}.fields_per_hour  {fph:8.0f}  ({elapsed:.1f} s wall, "
+                f"peak RSS {peak / 1024:.0f} MiB)"
+            )
 
 
 if __name__ == "__main__":

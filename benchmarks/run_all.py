@@ -7,7 +7,13 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).parent
-SCRIPTS = ("bench_reader.py", "bench_cip.py", "bench_inference.py", "bench_run.py")
+SCRIPTS = (
+    "bench_reader.py",
+    "bench_cip.py",
+    "bench_cip_quality.py",
+    "bench_inference.py",
+    "bench_run.py",
+)
 
 
 def main() -> int:
@@ -17,8 +23,10 @@ def main() -> int:
         if not path.exists():
             continue
         print(f"\n== {name}", flush=True)
-        rc |= subprocess.run([sys.executable, str(path)], cwd=HERE.parent,
-                             ).returncode
+        rc |= subprocess.run(
+            [sys.executable, str(path)],
+            cwd=HERE.parent,
+        ).returncode
     return rc
 
 

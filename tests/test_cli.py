@@ -38,5 +38,5 @@ def test_missing_export_is_a_clear_error(tmp_path, capsys: pytest.CaptureFixture
 def test_bad_cip_params_file(tmp_path) -> None:
     bad = tmp_path / "cip.json"
     bad.write_text('{"no_such_parameter": 1}')
-    with pytest.raises(SystemExit, match="cip.json"):
+    with pytest.raises(SystemExit, match=r"cip\.json"):
         main(["-q", "run", str(tmp_path), "--out", str(tmp_path / "o"), "--cip-params", str(bad)])

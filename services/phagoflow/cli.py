@@ -79,7 +79,9 @@ def get_arg_parser() -> argparse.ArgumentParser:
         choices=("cip", "cdl", "all"),
         help="cip (conventional pipeline), cdl (U-Net), or all (default cip)",
     )
-    p.add_argument("--model", type=Path, default=None, help="U-Net model folder (default: packaged)")
+    p.add_argument(
+        "--model", type=Path, default=None, help="U-Net model folder (default: packaged)"
+    )
     p.add_argument("--workers", type=int, default=None, help="worker processes (default 1)")
     p.add_argument(
         "--cip-params",
@@ -193,9 +195,7 @@ def _print_wells(wells) -> None:  # type: ignore[no-untyped-def]
     print(header)
     print("-" * len(header))
     for w in wells:
-        print(
-            f"{w.well:<7} {w.method:<6} {w.fields:>6} {w.phagophores:>12} {w.autolysosomes:>14}"
-        )
+        print(f"{w.well:<7} {w.method:<6} {w.fields:>6} {w.phagophores:>12} {w.autolysosomes:>14}")
 
 
 def _cmd_info(args: argparse.Namespace) -> int:

@@ -18,8 +18,26 @@ FORMATS = ("harmony4", "harmony5", "harmony6", "harmony7", "flex")
 
 def _simulate(tmp_path: Path, fmt: str, wells: int = 2, fields: int = 1) -> Path:
     out = tmp_path / f"plate-{fmt}"
-    assert main(["-q", "simulate", str(out), "--wells", str(wells), "--fields", str(fields),
-                 "--seed", "3", "--format", fmt, "--plate", f"T{fmt}"]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "simulate",
+                str(out),
+                "--wells",
+                str(wells),
+                "--fields",
+                str(fields),
+                "--seed",
+                "3",
+                "--format",
+                fmt,
+                "--plate",
+                f"T{fmt}",
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -41,7 +59,9 @@ def test_simulate_then_run_every_format(tmp_path: Path, fmt: str) -> None:
         rows = list(csv.DictReader(fh))
     assert list(rows[0])[: len(WELL_COLUMNS)] == list(WELL_COLUMNS)
     assert [r["well"] for r in rows] == ["r02c02", "r02c03"]
-    assert all(r["plate"] == f"T{fmt}" and r["method"] == "cip" and r["fields"] == "1" for r in rows)
+    assert all(
+        r["plate"] == f"T{fmt}" and r["method"] == "cip" and r["fields"] == "1" for r in rows
+    )
 
     # wells.csv totals equal the objects.csv rows of the well
     with (out / "objects.csv").open() as fh:
@@ -95,7 +115,10 @@ def test_bad_field_is_reported_and_the_rest_of_the_plate_is_processed(tmp_path: 
     assert len(failed) == 1 and failed[0]["field"] == "r02c02f01p01"
     assert victim.name in failed[0]["reason"]
     assert sorted(p.name for p in (out / "masks" / "cip").glob("*.tiff")) == [
-        "r02c02f02p01.tiff", "r02c03f01p01.tiff", "r02c03f02p01.tiff"]
+        "r02c02f02p01.tiff",
+        "r02c03f01p01.tiff",
+        "r02c03f02p01.tiff",
+    ]
     with (out / "wells.csv").open() as fh:
         fields = {r["well"]: int(r["fields"]) for r in csv.DictReader(fh)}
     assert fields == {"r02c02": 1, "r02c03": 2}

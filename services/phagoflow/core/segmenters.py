@@ -14,9 +14,11 @@ import json
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-import numpy as np
+import numpy as np  # noqa: F401
+from numpy.typing import NDArray
 
 from phagoflow.core.cip import CipParameters, segment_cip
+from phagoflow.core.model_dir import ModelCard
 
 __all__ = ["METHODS", "CipSegmenter", "Segmenter", "UNetSegmenter", "make_segmenter"]
 
@@ -40,7 +42,7 @@ class Segmenter(Protocol):
         """JSON-serialisable description (parameters, model card summary)."""
         ...
 
-    def segment(self, image: np.ndarray, pixel_size_um: float) -> np.ndarray:
+    def segment(self, image: NDArray[Any], pixel_size_um: float) -> NDArray[Any]:
         """Segment one field: float32 ``(2, H, W)`` -> uint8 ``(H, W)`` in {0, 1, 2}."""
         ...
 
@@ -67,7 +69,7 @@ class CipSegmenter:
 
         return _digest({"version": __version__, **self.provenance})
 
-    def segment(self, image: np.ndarray, pixel_size_um: float) -> np.ndarray:
+    def segment(self, image: NDArray[Any], pixel_size_um: float) -> NDArray[Any]:
         return segment_cip(image, pixel_size_um, params=self.params).mask
 
 
@@ -92,8 +94,15 @@ class UNetSegmenter:
         )
 
     @property
-    def provenance(self) -> dict[str, Any]:
+    def card(self) -> ModelCard:
         card = self.predictor.card
+        if card is None:
+            raise ValueError(f"model folder {self.predictor.model_dir} has no model card")
+        return card
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        card = self.card
         return {
             "method": self.method,
             "backend": self.backend,
@@ -105,10 +114,10 @@ class UNetSegmenter:
 
     @property
     def fingerprint(self) -> str:
-        card = self.predictor.card
+        card = self.card
         return _digest({"method": self.method, "backend": self.backend, "sha": card.checksums})
 
-    def segment(self, image: np.ndarray, pixel_size_um: float) -> np.ndarray:
+    def segment(self, image: NDArray[Any], pixel_size_um: float) -> NDArray[Any]:
         return self.predictor.predict(image)
 
 

@@ -13,8 +13,8 @@ import numpy as np
 import tifffile
 
 from phagoflow.core.counting import WellSummary
-from phagoflow.core.qc import well_disagreement
 from phagoflow.core.opera import PlateCatalogue, load_field
+from phagoflow.core.qc import well_disagreement
 from phagoflow.reporting.figures import plate_grid, plot_plate_heatmaps, save_overlay_png
 
 if TYPE_CHECKING:
@@ -57,9 +57,7 @@ def write_heatmap(
 ) -> bytes:
     """Write ``plate_heatmap.png``; returns the PNG bytes."""
     panels, cmaps = heatmap_panels(catalogue, wells, methods)
-    return plot_plate_heatmaps(
-        panels, path, title=f"Plate {catalogue.plate_id}", cmaps=cmaps
-    )
+    return plot_plate_heatmaps(panels, path, title=f"Plate {catalogue.plate_id}", cmaps=cmaps)
 
 
 def _img(png: bytes, alt: str) -> str:
@@ -117,11 +115,14 @@ def write_report(path: Path, result: RunResult, *, n_overlays: int = 4) -> None:
         "<tr>" + "".join(f"<td>{_fmt(getattr(w, c))}</td>" for c in _WELL_SHOWN) + "</tr>"
         for w in result.wells
     )
-    fails = "".join(
-        f"<tr><td>{html.escape(f['field'])}</td><td>{html.escape(f['stage'])}</td>"
-        f"<td>{html.escape(f['path'])}</td><td>{html.escape(str(f['reason']))}</td></tr>"
-        for f in result.failures
-    ) or '<tr><td colspan="4">none</td></tr>'
+    fails = (
+        "".join(
+            f"<tr><td>{html.escape(f['field'])}</td><td>{html.escape(f['stage'])}</td>"
+            f"<td>{html.escape(f['path'])}</td><td>{html.escape(str(f['reason']))}</td></tr>"
+            for f in result.failures
+        )
+        or '<tr><td colspan="4">none</td></tr>'
+    )
     doc = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>phagoflow report — plate {html.escape(cat.plate_id)}</title>

@@ -5,10 +5,10 @@ export with :mod:`phagoflow.core.opera`, segments every field with each requeste
 :class:`~phagoflow.core.segmenters.Segmenter`, counts objects with
 :mod:`phagoflow.core.counting`, and writes::
 
-    OUT/masks/<method>/rRRcCCfFFpPP.tiff   uint8 label mask per field (0/1/2), same H × W as the field
+    OUT/masks/<method>/rRRcCCfFFpPP.tiff   uint8 label mask per field (0/1/2), field-sized
     OUT/objects.csv                        one row per object
     OUT/wells.csv                          one row per well and method
-    OUT/plate_heatmap.png                  counts on the plate layout, one panel per class and method
+    OUT/plate_heatmap.png                  counts on the plate layout, per class and method
     OUT/report.html                        self-contained summary, heat-maps, overlays, failures
     OUT/run.json                           provenance: index checksum, parameters, versions, timings
 
@@ -135,7 +135,7 @@ def _write_mask(path: Path, mask: np.ndarray) -> None:
 def _read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray | None:
     try:
         mask = tifffile.imread(path)
-    except Exception:  # noqa: BLE001 - an unreadable cache entry is recomputed
+    except Exception:
         return None
     if mask.shape != shape or mask.dtype != np.uint8 or mask.max(initial=0) > 2:
         return None
@@ -168,7 +168,7 @@ def _process_field(record: FieldRecord) -> list[FieldOutcome]:
             t2 = time.perf_counter()
             objects = measure_objects(image, mask, catalogue.pixel_size_um)
             counts = count_field(objects, plate=catalogue.plate_id, key=record.key, method=method)
-        except Exception as exc:  # noqa: BLE001 - one bad field must not stop the plate
+        except Exception as exc:
             logger.exception("field %s failed with %s", name, method)
             outcomes.append(FieldOutcome(name, method, error=f"{type(exc).__name__}: {exc}"))
             continue
@@ -347,7 +347,9 @@ def _iterate(
         return
     # spawn, not fork: torch/ONNX Runtime thread pools do not survive a fork safely.
     with ProcessPoolExecutor(
-        max_workers=workers, mp_context=get_context("spawn"), initializer=_init_worker,
+        max_workers=workers,
+        mp_context=get_context("spawn"),
+        initializer=_init_worker,
         initargs=args,
     ) as pool:
         futures = [pool.submit(_process_field, record) for record in catalogue.fields]
@@ -380,8 +382,13 @@ def _write_objects_csv(path: Path, catalogue: PlateCatalogue, outcomes: list[Fie
             for obj in o.objects:
                 row = obj.as_row()
                 writer.writerow(
-                    (catalogue.plate_id, key.well, o.name, o.method,
-                     *(_csv_value(row[c]) for c in OBJECT_COLUMNS))
+                    (
+                        catalogue.plate_id,
+                        key.well,
+                        o.name,
+                        o.method,
+                        *(_csv_value(row[c]) for c in OBJECT_COLUMNS),
+                    )
                 )
     os.replace(tmp, path)
 

@@ -62,14 +62,16 @@ def read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
     """
     try:
         mask = tifffile.imread(path)
-    except Exception as exc:  # noqa: BLE001 - any decoder error becomes one clear message
+    except Exception as exc:
         raise ValueError(f"{path}: not a readable TIFF mask ({exc})") from exc
     if mask.shape != shape:
         raise ValueError(f"{path}: mask shape {mask.shape} differs from the field {shape}")
     if mask.dtype != np.uint8:
         raise ValueError(f"{path}: mask dtype {mask.dtype}, expected uint8")
     if int(mask.max(initial=0)) > 2:
-        raise ValueError(f"{path}: mask has labels above 2 (0 background, 1 phagophore, 2 autolysosome)")
+        raise ValueError(
+            f"{path}: mask has labels above 2 (0 background, 1 phagophore, 2 autolysosome)"
+        )
     return np.asarray(mask)
 
 
@@ -113,8 +115,8 @@ def iter_fields(
         Plate exports (anything :func:`phagoflow.core.opera.read_plate` accepts).
     labels : 'cip' or path
         ``'cip'`` computes CIP weak labels (cached); a folder holds masks named
-        ``rRRcCCfFFpPP.tiff`` (curated masks for MDL, or truth); a folder containing one sub-folder per
-        plate id is searched first. Fields without a mask are skipped.
+        ``rRRcCCfFFpPP.tiff`` (curated masks for MDL, or truth); a sub-folder named after
+        the plate id is searched first. Fields without a mask are skipped.
     cip_params : CipParameters, optional
         Parameters of the CIP that makes the weak labels.
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from skimage.segmentation import find_boundaries  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+from skimage.segmentation import find_boundaries
 
 __all__ = [
     "CLASS_COLOURS",
@@ -81,8 +81,10 @@ def save_overlay_png(
     """
     rgb = composite_rgb(image)
     panels = [("DsRed (red) + pHluorin (green)", rgb)]
-    panels += [(f"{name}: phagophore yellow, autolysosome magenta", overlay_mask(rgb, m))
-               for name, m in masks.items()]
+    panels += [
+        (f"{name}: phagophore yellow, autolysosome magenta", overlay_mask(rgb, m))
+        for name, m in masks.items()
+    ]
     h, w = rgb.shape[:2]
     fig = Figure(figsize=(4.0 * len(panels), 4.0 * h / w + 0.5), dpi=100)
     for i, (label, panel) in enumerate(panels):
