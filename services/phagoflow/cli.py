@@ -252,11 +252,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from phagoflow.core.model_dir import ModelDirError
     from phagoflow.core.opera.catalogue import PlateFormatError
 
     try:
         return int(args.func(args))
-    except PlateFormatError as exc:
+    except (PlateFormatError, ModelDirError) as exc:
         print(f"phagoflow: {exc}", file=sys.stderr)
         return 1
 

@@ -143,6 +143,7 @@ Provenance in <code>run.json</code>.</p>
 <h2>Plate heat-map</h2>{_img(heat, "plate heat-map")}
 <h2>Per-well counts</h2>
 <table><tr>{"".join(f"<th>{c}</th>" for c in _WELL_SHOWN)}</tr>{rows}</table>
+{_disagreement_section(result)}
 <h2>Overlays</h2>
 <p>Left: DsRed (red) and pHluorin (green); then the outlines each method drew
 (phagophores yellow, autolysosomes magenta).</p>
@@ -154,6 +155,25 @@ Provenance in <code>run.json</code>.</p>
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(doc, encoding="utf-8")
     tmp.replace(path)
+
+
+def _disagreement_section(result: RunResult) -> str:
+    """Wells ranked by CIP-vs-CDL disagreement (worst first): a QC list of wells to review."""
+    if not ("cip" in result.methods and "cdl" in result.methods):
+        return ""
+    dis = sorted(well_disagreement(result.wells, "cip", "cdl"), key=lambda d: -d.total)
+    rows = "".join(
+        f"<tr><td>{d.well}</td><td>{d.phagophores:.2f}</td><td>{d.autolysosomes:.2f}</td>"
+        f"<td>{d.total:.2f}</td></tr>"
+        for d in dis
+    )
+    return (
+        "<h2>CIP vs CDL disagreement per well</h2>"
+        "<p>|CIP − CDL| / mean of the two per-well totals (0 = same counts, 2 = one method found "
+        "nothing). Wells at the top deserve a look first.</p>"
+        "<table><tr><th>well</th><th>phagophores</th><th>autolysosomes</th><th>mean</th></tr>"
+        f"{rows}</table>"
+    )
 
 
 _WELL_SHOWN = (

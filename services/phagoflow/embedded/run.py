@@ -53,6 +53,7 @@ from phagoflow.core.counting import (
 )
 from phagoflow.core.opera import PlateCatalogue, load_field, read_plate
 from phagoflow.core.opera.catalogue import FieldKey, FieldRecord, PlateFormatError
+from phagoflow.core.qc import well_disagreement
 from phagoflow.core.segmenters import Segmenter, make_segmenter
 
 __all__ = ["FieldOutcome", "RunResult", "run_plate"]
@@ -309,7 +310,7 @@ def run_plate(
     elapsed = time.perf_counter() - started
 
     _write_objects_csv(out / "objects.csv", catalogue, outcomes)
-    _write_wells_csv(out / "wells.csv", wells)
+    _write_wells_csv(out / "wells.csv", wells, methods)
     from phagoflow.embedded.report import write_heatmap, write_report
 
     write_heatmap(out / "plate_heatmap.png", catalogue, wells, methods)
@@ -393,14 +394,25 @@ def _write_objects_csv(path: Path, catalogue: PlateCatalogue, outcomes: list[Fie
     os.replace(tmp, path)
 
 
-def _write_wells_csv(path: Path, wells: list[WellSummary]) -> None:
+#: Extra wells.csv columns when both CIP and CDL ran (see phagoflow.core.qc.relative_difference).
+DISAGREEMENT_COLUMNS = ("cip_cdl_disagreement_phagophores", "cip_cdl_disagreement_autolysosomes")
+
+
+def _write_wells_csv(path: Path, wells: list[WellSummary], methods: Sequence[str]) -> None:
+    both = "cip" in methods and "cdl" in methods
+    dis = {(d.plate, d.well): d for d in well_disagreement(wells, "cip", "cdl")} if both else {}
     tmp = path.with_name(f".{path.name}.tmp")
     with tmp.open("w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(WELL_COLUMNS)
+        writer.writerow((*WELL_COLUMNS, *(DISAGREEMENT_COLUMNS if both else ())))
         for w in wells:
             row = w.as_row()
-            writer.writerow([_csv_value(row[c]) for c in WELL_COLUMNS])
+            values = [_csv_value(row[c]) for c in WELL_COLUMNS]
+            if both:
+                d = dis.get((w.plate, w.well))
+                pair = (d.phagophores, d.autolysosomes) if d else (math.nan, math.nan)
+                values += [_csv_value(v) for v in pair]
+            writer.writerow(values)
     os.replace(tmp, path)
 
 
