@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import machine
 
+from _common import machine
 from phagoflow.core.inference import default_model_dir, load_predictor
 from phagoflow.core.simulate import simulate_field
 
@@ -38,8 +38,10 @@ def main() -> None:
             t0 = time.perf_counter()
             pred.predict(img)
             times.append(time.perf_counter() - t0)
-        print(f"inference.{backend}.seconds_per_field.median  {statistics.median(times):.3f}"
-              f"  (n={len(times)}, model {pred.card.version if pred.card else '?'})")
+        print(
+            f"inference.{backend}.seconds_per_field.median  {statistics.median(times):.3f}"
+            f"  (n={len(times)}, model {pred.card.version if pred.card else '?'})"
+        )
 
 
 if __name__ == "__main__":

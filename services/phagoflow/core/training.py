@@ -30,7 +30,7 @@ import contextlib
 import hashlib
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -251,6 +251,7 @@ def train_unet(
     *,
     progress: bool = True,
     log: Callable[[dict[str, Any]], None] | None = None,
+    init_state: Mapping[str, torch.Tensor] | None = None,
 ) -> TrainingOutcome:
     """Train a U-Net on ``data`` and return the best checkpoint.
 
@@ -264,6 +265,9 @@ def train_unet(
         Show a tqdm progress bar with the loss and validation metrics.
     log : callable, optional
         Called with each epoch's :class:`EpochRecord` as a dict.
+    init_state : mapping of str to Tensor, optional
+        Initial weights (a ``state_dict`` of a U-Net with the architecture of ``config``) to
+        fine-tune from instead of a random initialisation.
 
     Returns
     -------
@@ -273,7 +277,8 @@ def train_unet(
     ------
     TrainingError
         No fields; mismatched lists or shapes; fields smaller than the patch; labels outside
-        {0, 1, 2, 255}; no object in any label; a non-finite loss (names epoch and step).
+        {0, 1, 2, 255}; no object in any label; a non-finite loss (names epoch and step);
+        ``init_state`` that does not fit the architecture.
     """
     cfg = config if config is not None else TrainingConfig()
     t_start = time.perf_counter()
@@ -302,6 +307,11 @@ def train_unet(
     with _torch_state(cfg) as threads:
         torch.manual_seed(cfg.seed)
         model = UNet(unet_config).to(device)
+        if init_state is not None:
+            try:
+                model.load_state_dict(dict(init_state), strict=True)
+            except RuntimeError as exc:
+                raise TrainingError(f"initial weights do not fit {unet_config!r}: {exc}") from exc
         loss_fn = GeneralisedDiceLoss(
             cfg.ce_weight, IGNORE_LABEL, absent_class_weight=cfg.absent_class_weight
         )
