@@ -147,7 +147,10 @@ def plot_plate_heatmaps(
             for (r, c), v in np.ndenumerate(grid):
                 if np.isfinite(v):
                     txt = f"{v:.0f}" if abs(v) >= 10 or float(v).is_integer() else f"{v:.2f}"
-                    ax.text(c, r, txt, ha="center", va="center", fontsize=6, color="white")
+                    rgba = cmap(im.norm(v))
+                    luminance = 0.299 * rgba[0] + 0.587 * rgba[1] + 0.114 * rgba[2]
+                    colour = "black" if luminance > 0.55 else "white"
+                    ax.text(c, r, txt, ha="center", va="center", fontsize=6, color=colour)
         ax.set_title(label, fontsize=9)
         fig.colorbar(im, ax=ax, shrink=0.8)
     if title:
