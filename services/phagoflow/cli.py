@@ -94,6 +94,133 @@ def get_arg_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_run)
 
+    # train ---------------------------------------------------------------------------
+    p = sub.add_parser(
+        "train",
+        help="train a U-Net model folder on plate exports (CIP weak labels or curated masks)",
+        description=(
+            "Train the U-Net on every field of one or more plate exports and write MODEL_DIR/"
+            "model.pt, model.onnx and card.json (architecture, normalisation, checksums, training "
+            "parameters, metrics per epoch, seed, data checksums, package versions). Labels: "
+            "'cip' (default) = CIP weak labels, cached in $PHAGOFLOW_CACHE_DIR (CDL); or a folder "
+            "of masks rRRcCCfFFpPP.tiff, optionally one sub-folder per plate id (MDL; write "
+            "./cip for a folder named cip). Defaults follow the paper (SGD, 15 epochs, "
+            "256-px patches); flags override --config, which overrides the defaults."
+        ),
+    )
+    p.add_argument("exports", nargs="+", type=Path, metavar="EXPORT", help="plate export(s)")
+    p.add_argument("--out", type=Path, required=True, metavar="MODEL_DIR", help="model folder")
+    p.add_argument(
+        "--labels",
+        default="cip",
+        metavar="cip|MASKS_DIR",
+        help="'cip' for CIP weak labels (default) or a folder of masks",
+    )
+    p.add_argument(
+        "--truth",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="true masks (e.g. OUT/truth of `phagoflow simulate`), for validation reporting only",
+    )
+    p.add_argument(
+        "--init", type=Path, default=None, metavar="MODEL_DIR", help="fine-tune from this model"
+    )
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="JSON file with TrainingConfig fields (see phagoflow.core.training)",
+    )
+    g = p.add_argument_group("training parameters (default: --config, else the paper's)")
+    g.add_argument("--epochs", type=int, default=None, help="maximum epochs (15)")
+    g.add_argument("--seed", type=int, default=None, help="split, patches and weights seed (0)")
+    g.add_argument(
+        "--val-fraction", type=float, default=None, help="fraction of fields held out (0.10)"
+    )
+    g.add_argument("--base-channels", type=int, default=None, help="U-Net width (8)")
+    g.add_argument("--patches-per-epoch", type=int, default=None, help="patches per epoch (512)")
+    g.add_argument("--patch-size", type=int, default=None, help="patch side, pixels (256)")
+    g.add_argument("--batch-size", type=int, default=None, help="patches per step (4)")
+    g.add_argument("--learning-rate", type=float, default=None, help="initial rate (2e-3)")
+    g.add_argument("--optimizer", choices=("sgd", "adam"), default=None, help="(sgd)")
+    g.add_argument(
+        "--early-stopping",
+        type=int,
+        default=None,
+        metavar="N",
+        help="stop after N epochs without improvement (off)",
+    )
+    g.add_argument("--select-by", choices=("val_loss", "val_miou"), default=None, help="(val_loss)")
+    g.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    g.add_argument("--device", default=None, help="torch device (cpu)")
+    p.add_argument(
+        "--cip-params",
+        type=Path,
+        default=None,
+        help="JSON file with CIP parameters for the weak labels",
+    )
+    p.add_argument("--name", default="phagoflow-unet", help="model name in the card")
+    p.add_argument("--overwrite", action="store_true", help="replace a model in MODEL_DIR")
+    p.set_defaults(func=_cmd_train)
+
+    # evaluate ------------------------------------------------------------------------
+    p = sub.add_parser(
+        "evaluate",
+        help="score methods on a plate against true masks (paper Table 1 + count errors)",
+        description=(
+            "Segment every field that has a truth mask with each method and score it: accuracy, "
+            "precision, recall, specificity, IoU, BF score (global/mean/weighted, per class), "
+            "confusion matrix, box detection surrogate, and the per-well count error (MAE, mean "
+            "relative error) against the truth masks counted with the same code. All methods "
+            "are scored on the same fields; a field missing for one is skipped for all. A "
+            "truth or mask file of the wrong shape stops the evaluation with its name."
+        ),
+    )
+    p.add_argument("export", type=Path, help="export folder (holding the index, or its parent)")
+    p.add_argument(
+        "--truth",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="true masks rRRcCCfFFpPP.tiff (or one sub-folder per plate id), e.g. OUT/truth",
+    )
+    p.add_argument(
+        "--methods",
+        default=None,
+        help="comma-separated: cip, cdl, all or none (default cip; none when --masks is given)",
+    )
+    p.add_argument(
+        "--model", type=Path, default=None, help="U-Net model folder for cdl (default: packaged)"
+    )
+    p.add_argument(
+        "--masks",
+        action="append",
+        default=[],
+        metavar="[NAME=]DIR",
+        help=(
+            "also score a folder of masks rRRcCCfFFpPP.tiff (repeatable); named NAME, else by "
+            "the folder's last two path parts (e.g. masks/cip)"
+        ),
+    )
+    p.add_argument("--json", type=Path, default=None, metavar="FILE", help="write all results")
+    p.add_argument("--figure", type=Path, default=None, metavar="FILE", help="write a PNG figure")
+    p.add_argument(
+        "--cip-params", type=Path, default=None, help="JSON file with CIP parameters for cip"
+    )
+    p.add_argument(
+        "--backend", choices=("onnxruntime", "torch"), default=None, help="U-Net backend"
+    )
+    p.add_argument(
+        "--bf-tolerance",
+        type=float,
+        default=None,
+        metavar="PX",
+        help="BF score tolerance in pixels (default 0.75%% of the field diagonal, as MATLAB)",
+    )
+    p.set_defaults(func=_cmd_evaluate)
+
     # info / check --------------------------------------------------------------------
     p = sub.add_parser(
         "info",
@@ -196,6 +323,118 @@ def _print_wells(wells) -> None:  # type: ignore[no-untyped-def]
     print("-" * len(header))
     for w in wells:
         print(f"{w.well:<7} {w.method:<6} {w.fields:>6} {w.phagophores:>12} {w.autolysosomes:>14}")
+
+
+def _fail(exc: BaseException) -> int:
+    """Print ``phagoflow: <message>`` on stderr (traceback only with -v) and return 1."""
+    logger.debug("details", exc_info=exc)
+    print(f"phagoflow: {exc}", file=sys.stderr)
+    return 1
+
+
+_TRAIN_FLAGS = (
+    "epochs",
+    "seed",
+    "val_fraction",
+    "base_channels",
+    "patches_per_epoch",
+    "patch_size",
+    "batch_size",
+    "learning_rate",
+    "optimizer",
+    "select_by",
+    "device",
+)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from phagoflow.core.training import TrainingConfig
+    from phagoflow.embedded.train import train_model
+
+    _, cip_params = _settings_cip(args.cip_params)
+    labels: str | Path = "cip" if args.labels == "cip" else Path(args.labels)
+    try:
+        fields = json.loads(args.config.read_text()) if args.config is not None else {}
+        if not isinstance(fields, dict):
+            raise ValueError(f"{args.config} must hold a JSON object of TrainingConfig fields")
+        fields.update({k: getattr(args, k) for k in _TRAIN_FLAGS if getattr(args, k) is not None})
+        if args.early_stopping is not None:
+            fields["early_stopping_patience"] = args.early_stopping
+        if args.threads is not None:
+            fields["num_threads"] = args.threads
+        config = TrainingConfig.model_validate(fields)
+        result = train_model(
+            args.exports,
+            args.out,
+            labels=labels,
+            config=config,
+            truth=args.truth,
+            init=args.init,
+            cip_params=cip_params,
+            overwrite=args.overwrite,
+            name=args.name,
+            progress=not args.quiet,
+        )
+    except (ValueError, OSError) as exc:  # TrainingError, ModelDirError, PlateFormatError too
+        return _fail(exc)
+    history = result.card.training.get("history", [])
+    best = history[result.best_epoch - 1] if history else {}
+    print(
+        f"model {result.card.name} {result.card.version}: {result.n_fields} fields, "
+        f"best epoch {result.best_epoch}/{len(history)}, {result.training_time_s:.1f} s training"
+    )
+    for key, label in (("val_miou_weak", "labels"), ("val_miou_truth", "truth")):
+        if best.get(key) is not None:
+            print(f"  validation mean IoU vs {label}: {best[key]:.3f}")
+    print(f"  written to {result.model_dir}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from phagoflow.core.evaluation import EvaluationConfig, format_table
+    from phagoflow.embedded.evaluate import (
+        evaluate_plate,
+        format_count_errors,
+        parse_mask_source,
+    )
+
+    settings, cip_params = _settings_cip(args.cip_params)
+    if args.methods is None:
+        methods: list[str] = [] if args.masks else ["cip"]
+    else:
+        items = [m.strip() for m in args.methods.split(",") if m.strip()]
+        methods = ["cip", "cdl"] if items == ["all"] else [] if items == ["none"] else items
+    try:
+        report = evaluate_plate(
+            args.export,
+            args.truth,
+            methods=methods,
+            masks=[parse_mask_source(m) for m in args.masks],
+            model_dir=args.model or settings.model_dir,
+            cip_params=cip_params,
+            backend=args.backend or settings.inference_backend,
+            batch_size=settings.inference_batch_size,
+            threads=settings.inference_threads,
+            config=EvaluationConfig(bf_tolerance_px=args.bf_tolerance),
+            progress=not args.quiet,
+        )
+        print(format_table(report.results))
+        print(format_count_errors(report))
+        print(
+            f"plate {report.catalogue.plate_id}: {len(report.fields)} field(s) evaluated, "
+            f"{len(report.skipped)} skipped, {report.seconds:.1f} s"
+        )
+        for s in report.skipped:
+            print(f"  SKIPPED {s['field']}: {s['reason']}")
+        if args.json is not None:
+            print(f"json:   {report.write_json(args.json)}")
+        if args.figure is not None:
+            from phagoflow.reporting.evaluation_figure import plot_evaluation
+
+            print(f"figure: {plot_evaluation(report.results, args.figure)}")
+    except (ValueError, OSError) as exc:  # ModelDirError, PlateFormatError are ValueErrors
+        return _fail(exc)
+    return 0
 
 
 def _cmd_info(args: argparse.Namespace) -> int:

@@ -1,0 +1,516 @@
+"""``phagoflow evaluate``: score segmentation methods on a plate against true masks.
+
+:func:`evaluate_plate` takes a plate export and a folder of true masks ``rRRcCCfFFpPP.tiff``
+(uint8: 0 background, 1 phagophore, 2 autolysosome; a sub-folder named after the plate id is
+searched first, so ``phagoflow simulate OUT`` gives ``OUT/truth``). Every field that has a
+truth mask is scored, for every method, with the same fields for every method:
+
+* methods ``cip`` (:class:`~phagoflow.core.segmenters.CipSegmenter`) and ``cdl``
+  (:class:`~phagoflow.core.segmenters.UNetSegmenter` on a model folder, by default the packaged
+  one) segment the field now;
+* mask folders (:class:`MaskSource`, e.g. ``OUT/masks/cip`` of ``phagoflow run``) are scored
+  as they are, as a method named by the caller (``NAME=DIR`` on the command line) or, by default,
+  by the folder's last two path parts (``masks/cip``), so they never clash with ``cip``.
+
+Pixel, boundary and box metrics are accumulated field by field in one
+:class:`~phagoflow.core.evaluation.SegmentationScores` per method (no mask is kept). Object counts
+come from :func:`phagoflow.core.counting.measure_objects` (8-connected components per class) on
+each method's mask **and on the truth mask** — the same code on both sides, so the per-well count
+error measures segmentation errors, not a difference in counting rules. Touching true objects of
+one class merge into one component there, exactly as they would in a perfect prediction. When
+the truth folder also has ``instances/rRRcCCfFFpPP.tiff`` (the simulator writes object ids),
+counts of the true *instances* are reported as well (``count_errors_instances``): that is the
+error against the real number of objects, merges included. Per-well totals are compared with
+:func:`~phagoflow.core.evaluation.count_errors` (MAE and mean relative error per class).
+
+Bad input:
+
+* truth folder missing, or no truth mask matching any field of the plate: ``ValueError``;
+* a truth or ``--masks`` mask of the wrong shape, dtype or values: ``ValueError`` naming the file
+  — the whole evaluation stops, because scores over a silently reduced set of fields would
+  mislead;
+* a field without a mask in some mask folder, a field that cannot be read, or a segmenter that
+  fails on a field: the field is skipped for **every** method (so all methods see the same
+  fields), listed in :attr:`EvaluationReport.skipped` with the reason and logged; a mask folder
+  matching no field at all is a ``ValueError``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from tqdm import tqdm
+
+from phagoflow.core.cip import CipParameters
+from phagoflow.core.counting import FieldCounts, aggregate_wells, count_field, measure_objects
+from phagoflow.core.evaluation import (
+    CountErrors,
+    EvaluationConfig,
+    EvaluationResult,
+    SegmentationScores,
+    count_errors,
+)
+from phagoflow.core.model_dir import software_versions
+from phagoflow.core.opera import PlateCatalogue, load_field, read_plate
+from phagoflow.core.opera.catalogue import FieldKey, PlateFormatError
+from phagoflow.core.segmenters import METHODS, Segmenter, make_segmenter
+from phagoflow.embedded.weak_labels import load_masks_dir, read_mask
+
+__all__ = [
+    "COUNT_CLASSES",
+    "EvaluationReport",
+    "MaskSource",
+    "evaluate_plate",
+    "format_count_errors",
+    "parse_mask_source",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Count columns, in the order of :class:`~phagoflow.core.evaluation.CountErrors` arrays.
+COUNT_CLASSES: tuple[str, str] = ("phagophores", "autolysosomes")
+_TRUTH = "truth"
+_TRUTH_INSTANCES = "truth-instances"
+_REPORT_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class MaskSource:
+    """A folder of masks ``rRRcCCfFFpPP.tiff`` scored as method ``name``."""
+
+    name: str
+    path: Path
+
+
+def parse_mask_source(value: str) -> MaskSource:
+    """``NAME=DIR`` or ``DIR`` (named by its last two path parts, e.g. ``masks/cip``).
+
+    ``NAME=DIR`` is recognised when the text before the first ``=`` contains no path separator.
+    """
+    name, sep, rest = value.partition("=")
+    if sep and name and "/" not in name and "\\" not in name and rest:
+        return MaskSource(name=name, path=Path(rest))
+    path = Path(value)
+    parts = path.resolve().parts
+    return MaskSource(name="/".join(parts[-2:]) if len(parts) >= 2 else str(path), path=path)
+
+
+@dataclass
+class EvaluationReport:
+    """Everything :func:`evaluate_plate` measured.
+
+    Attributes
+    ----------
+    catalogue : PlateCatalogue
+        The plate evaluated.
+    truth_dir : Path
+        Folder the truth masks were read from.
+    results : dict of str to EvaluationResult
+        Per method, in the order requested (segmenters first, then mask folders).
+    scores : dict of str to SegmentationScores
+        The accumulators behind ``results`` (mergeable across plates).
+    provenance : dict of str to dict
+        Per method: CIP parameters / model card summary / mask folder, and fingerprint.
+    field_counts : list of FieldCounts
+        Per field and method (``"truth"``, ``"truth-instances"`` and every method).
+    count_errors : dict of str to CountErrors
+        Per method, per-well counts against truth-mask counts.
+    count_errors_instances : dict of str to CountErrors or None
+        Per method, against true instance counts (``None`` without ``instances/``).
+    fields : list of str
+        Fields evaluated (``rRRcCCfFFpPP``).
+    skipped : list of dict
+        ``{"field", "reason"}`` per field left out.
+    seconds : float
+        Wall time.
+    """
+
+    catalogue: PlateCatalogue
+    truth_dir: Path
+    config: EvaluationConfig
+    results: dict[str, EvaluationResult]
+    scores: dict[str, SegmentationScores]
+    provenance: dict[str, dict[str, Any]]
+    field_counts: list[FieldCounts]
+    count_errors: dict[str, CountErrors]
+    count_errors_instances: dict[str, CountErrors] | None
+    fields: list[str]
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def well_counts(self) -> list[dict[str, Any]]:
+        """Per well: fields, truth counts and every method's counts (totals over fields)."""
+        by_well: dict[str, dict[str, Any]] = {}
+        for w in aggregate_wells(self.field_counts):
+            entry = by_well.setdefault(w.well, {"well": w.well, "fields": w.fields, "methods": {}})
+            counts = {"phagophores": w.phagophores, "autolysosomes": w.autolysosomes}
+            if w.method == _TRUTH:
+                entry["truth"] = counts
+            elif w.method == _TRUTH_INSTANCES:
+                entry["truth_instances"] = counts
+            else:
+                entry["methods"][w.method] = counts
+        return [by_well[k] for k in sorted(by_well)]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable report (``nan`` -> ``None``)."""
+        cat = self.catalogue
+        methods: dict[str, Any] = {}
+        for name, result in self.results.items():
+            inst = self.count_errors_instances
+            methods[name] = {
+                "provenance": self.provenance[name],
+                "metrics": result.to_dict(),
+                "count_errors": self.count_errors[name].to_dict(COUNT_CLASSES),
+                "count_errors_instances": (
+                    inst[name].to_dict(COUNT_CLASSES) if inst is not None else None
+                ),
+                "scores": self.scores[name].to_dict(),
+            }
+        return {
+            "format_version": _REPORT_FORMAT,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "export": {
+                "path": str(cat.root),
+                "index": str(cat.index_path),
+                "plate_id": cat.plate_id,
+                "measurement_id": cat.measurement_id,
+                "format_version": cat.format_version,
+                "index_sha256": cat.index_sha256,
+                "pixel_size_um": cat.pixel_size_um,
+                "size_yx": list(cat.size_yx),
+            },
+            "truth": {
+                "path": str(self.truth_dir),
+                "instances": self.count_errors_instances is not None,
+                "counting": (
+                    "8-connected components per class of the truth masks, counted with "
+                    "phagoflow.core.counting.measure_objects like every method's masks"
+                ),
+            },
+            "evaluation_config": self.config.model_dump(mode="json"),
+            "fields_evaluated": len(self.fields),
+            "fields": self.fields,
+            "skipped": self.skipped,
+            "methods": methods,
+            "wells": self.well_counts(),
+            "software": software_versions(),
+            "seconds": round(self.seconds, 3),
+        }
+
+    def write_json(self, path: Path) -> Path:
+        """Write :meth:`to_dict` as indented JSON (parents created)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
+        return path
+
+
+def _truth_root(truth_dir: Path, plate_id: str) -> Path:
+    if not truth_dir.is_dir():
+        raise ValueError(f"truth folder {truth_dir} does not exist")
+    return truth_dir / plate_id if (truth_dir / plate_id).is_dir() else truth_dir
+
+
+def _mask_provenance(src: MaskSource, cat: PlateCatalogue, n: int) -> dict[str, Any]:
+    """Folder, count, and — for ``OUT/masks/<method>`` of ``phagoflow run`` — its run.json."""
+    prov: dict[str, Any] = {"method": "masks", "path": str(src.path), "masks": n}
+    run_json = src.path.parent.parent / "run.json"
+    if src.path.parent.name == "masks" and run_json.is_file():
+        try:
+            run = json.loads(run_json.read_text())
+            prov["run_json"] = str(run_json)
+            prov["run_method"] = run.get("methods", {}).get(src.path.name)
+            sha = run.get("export", {}).get("index_sha256")
+            prov["same_export"] = sha == cat.index_sha256
+            if sha != cat.index_sha256:
+                logger.warning(
+                    "%s was made from another export (index sha256 %s…, this plate %s…)",
+                    src.path,
+                    str(sha)[:12],
+                    cat.index_sha256[:12],
+                )
+        except (OSError, ValueError, AttributeError) as exc:
+            logger.warning("cannot read %s: %s", run_json, exc)
+    return prov
+
+
+def _counts(
+    mask: NDArray[Any],
+    *,
+    plate: str,
+    key: FieldKey,
+    method: str,
+    pixel_size_um: float,
+    labels: NDArray[Any] | None = None,
+) -> FieldCounts:
+    # Intensities are not needed: a broadcast zero image costs no memory.
+    image = np.broadcast_to(np.zeros((1, 1, 1), np.float32), (2, *mask.shape))
+    objects = measure_objects(image, mask, pixel_size_um, labels=labels)
+    return count_field(objects, plate=plate, key=key, method=method)
+
+
+def _well_table(counts: Sequence[FieldCounts], method: str) -> dict[str, list[int]]:
+    return {
+        w.well: [w.phagophores, w.autolysosomes]
+        for w in aggregate_wells(c for c in counts if c.method == method)
+    }
+
+
+def evaluate_plate(
+    export: Path,
+    truth_dir: Path,
+    *,
+    methods: Sequence[str] = ("cip",),
+    masks: Sequence[MaskSource] = (),
+    model_dir: Path | None = None,
+    cip_params: CipParameters | None = None,
+    backend: str = "onnxruntime",
+    batch_size: int = 8,
+    threads: int | None = None,
+    config: EvaluationConfig | None = None,
+    progress: bool = True,
+) -> EvaluationReport:
+    """Score every method on every field of ``export`` that has a truth mask.
+
+    Parameters
+    ----------
+    export : Path
+        Plate export (anything :func:`phagoflow.core.opera.read_plate` accepts).
+    truth_dir : Path
+        Folder of true masks ``rRRcCCfFFpPP.tiff`` (or one sub-folder per plate id), optional
+        ``instances/`` beside them.
+    methods : sequence of {'cip', 'cdl'}
+        Segmenters run now.
+    masks : sequence of MaskSource
+        Mask folders scored as they are.
+    model_dir : Path, optional
+        U-Net folder for ``cdl``; default: the packaged model.
+    cip_params : CipParameters, optional
+        CIP parameters for ``cip``.
+    backend, batch_size, threads
+        U-Net inference options (see :func:`phagoflow.core.inference.load_predictor`).
+    config : EvaluationConfig, optional
+        BF tolerance (pixels) and box IoU threshold; class names must stay the phagoflow ones.
+    progress : bool
+        Progress bar over fields.
+
+    Returns
+    -------
+    EvaluationReport
+
+    Raises
+    ------
+    ValueError
+        No method; unknown or duplicate method name; truth folder missing or matching no field;
+        a truth or mask file of the wrong shape/dtype/values (names the file); a mask folder
+        missing or matching no field; no default model for ``cdl``; every field skipped.
+    PlateFormatError
+        The export cannot be read.
+    ModelDirError
+        The model folder is invalid.
+    """
+    t_start = time.perf_counter()
+    cfg = config if config is not None else EvaluationConfig()
+    names = [*methods, *(m.name for m in masks)]
+    if not names:
+        raise ValueError("nothing to evaluate: give --methods and/or --masks")
+    for m in methods:
+        if m not in METHODS:
+            raise ValueError(f"unknown method {m!r}; expected one of {', '.join(METHODS)}")
+    dupes = sorted(
+        {n for n in names if names.count(n) > 1} | ({_TRUTH, _TRUTH_INSTANCES} & set(names))
+    )
+    if dupes:
+        raise ValueError(
+            f"method name(s) {', '.join(dupes)} used twice or reserved; name mask folders with "
+            "NAME=DIR"
+        )
+
+    cat = read_plate(export)
+    root = _truth_root(Path(truth_dir), cat.plate_id)
+    truth_paths = load_masks_dir(root)
+    records = [r for r in cat.fields if r.key.name in truth_paths]
+    if not records:
+        raise ValueError(
+            f"no truth mask in {root} matches a field of plate {cat.plate_id} "
+            f"({len(truth_paths)} mask(s) there; expected names like "
+            f"{cat.fields[0].key.name if cat.fields else 'r02c02f01p01'}.tiff)"
+        )
+    inst_dir = root / "instances"
+    inst_paths = load_masks_dir(inst_dir) if inst_dir.is_dir() else {}
+    use_instances = bool(inst_paths) and all(r.key.name in inst_paths for r in records)
+
+    mask_maps: dict[str, dict[str, Path]] = {}
+    for src in masks:
+        if not src.path.is_dir():
+            raise ValueError(f"mask folder {src.path} ({src.name}) does not exist")
+        found = load_masks_dir(src.path)
+        if not any(r.key.name in found for r in records):
+            raise ValueError(
+                f"no mask in {src.path} ({src.name}) matches a field with a truth mask in {root}"
+            )
+        mask_maps[src.name] = found
+
+    if "cdl" in methods and model_dir is None:
+        from phagoflow.core.inference import default_model_dir
+
+        if not (default_model_dir() / "card.json").is_file():
+            raise ValueError("no default model; pass --model or run `make model`")
+    segmenters: dict[str, Segmenter] = {
+        m: make_segmenter(
+            m,
+            cip_params=cip_params,
+            model_dir=model_dir,
+            backend=backend,
+            batch_size=batch_size,
+            threads=threads,
+        )
+        for m in methods
+    }
+    provenance: dict[str, dict[str, Any]] = {
+        m: {**seg.provenance, "fingerprint": seg.fingerprint} for m, seg in segmenters.items()
+    }
+    for src in masks:
+        provenance[src.name] = _mask_provenance(src, cat, len(mask_maps[src.name]))
+
+    scores = {n: SegmentationScores(config=cfg) for n in names}
+    counts: list[FieldCounts] = []
+    evaluated: list[str] = []
+    skipped: list[dict[str, str]] = []
+    shape = cat.size_yx
+    px = cat.pixel_size_um
+    bar = tqdm(records, desc=f"{cat.plate_id} evaluate", unit="field", disable=not progress)
+    for rec in bar:
+        fname = rec.key.name
+        truth = read_mask(truth_paths[fname], shape)
+        missing = [n for n, found in mask_maps.items() if fname not in found]
+        if missing:
+            skipped.append({"field": fname, "reason": f"no mask for {', '.join(missing)}"})
+            continue
+        preds: dict[str, NDArray[Any]] = {}
+        if segmenters:
+            try:
+                image = load_field(cat, rec)
+            except (PlateFormatError, OSError) as exc:
+                logger.warning("skipping %s: %s", fname, exc)
+                skipped.append({"field": fname, "reason": f"{type(exc).__name__}: {exc}"})
+                continue
+            failed = None
+            for m, seg in segmenters.items():
+                try:
+                    preds[m] = seg.segment(image, px)
+                except Exception as exc:
+                    logger.warning("skipping %s: %s failed", fname, m, exc_info=True)
+                    failed = f"{m} failed: {type(exc).__name__}: {exc}"
+                    break
+            if failed is not None:
+                skipped.append({"field": fname, "reason": failed})
+                continue
+        for n, found in mask_maps.items():
+            preds[n] = read_mask(found[fname], shape)
+
+        for n in names:
+            scores[n].add(truth, preds[n])
+            counts.append(
+                _counts(preds[n], plate=cat.plate_id, key=rec.key, method=n, pixel_size_um=px)
+            )
+        counts.append(
+            _counts(truth, plate=cat.plate_id, key=rec.key, method=_TRUTH, pixel_size_um=px)
+        )
+        if use_instances:
+            try:
+                inst = _read_instances(inst_paths[fname], shape)
+                counts.append(
+                    _counts(
+                        truth,
+                        plate=cat.plate_id,
+                        key=rec.key,
+                        method=_TRUTH_INSTANCES,
+                        pixel_size_um=px,
+                        labels=inst,
+                    )
+                )
+            except ValueError as exc:
+                logger.warning("instance counts off: %s", exc)
+                use_instances = False
+                counts = [c for c in counts if c.method != _TRUTH_INSTANCES]
+        evaluated.append(fname)
+    bar.close()
+    if not evaluated:
+        reasons = "; ".join(f"{s['field']}: {s['reason']}" for s in skipped[:3])
+        raise ValueError(f"every field with a truth mask was skipped ({reasons})")
+    if skipped:
+        logger.warning("%d field(s) skipped for every method (see 'skipped')", len(skipped))
+
+    truth_table = _well_table(counts, _TRUTH)
+    errors = {n: count_errors(truth_table, _well_table(counts, n)) for n in names}
+    errors_inst: dict[str, CountErrors] | None = None
+    if use_instances:
+        inst_table = _well_table(counts, _TRUTH_INSTANCES)
+        errors_inst = {n: count_errors(inst_table, _well_table(counts, n)) for n in names}
+    return EvaluationReport(
+        catalogue=cat,
+        truth_dir=root,
+        config=cfg,
+        results={n: scores[n].result() for n in names},
+        scores=scores,
+        provenance=provenance,
+        field_counts=counts,
+        count_errors=errors,
+        count_errors_instances=errors_inst,
+        fields=evaluated,
+        skipped=skipped,
+        seconds=time.perf_counter() - t_start,
+    )
+
+
+def _read_instances(path: Path, shape: tuple[int, int]) -> NDArray[Any]:
+    import tifffile
+
+    try:
+        inst = np.asarray(tifffile.imread(path))
+    except Exception as exc:
+        raise ValueError(f"{path}: not a readable TIFF ({exc})") from exc
+    if inst.shape != shape or not np.issubdtype(inst.dtype, np.integer):
+        raise ValueError(f"{path}: instance image {inst.shape} {inst.dtype}, expected {shape} int")
+    return inst
+
+
+def format_count_errors(report: EvaluationReport) -> str:
+    """Text table of per-well count errors (MAE, mean relative error) per method and class."""
+    lines = []
+    for title, errs in (
+        ("truth masks, same counting code", report.count_errors),
+        ("true instances", report.count_errors_instances),
+    ):
+        if errs is None:
+            continue
+        n_wells = next(iter(errs.values())).n_wells
+        lines.append(f"per-well count error vs {title} ({n_wells} wells)")
+        w = max(8, *(len(n) + 2 for n in errs))
+        header = f"{'method':<{w}}" + "".join(
+            f"{'MAE ' + c:>19}{'MRE ' + c:>19}" for c in COUNT_CLASSES
+        )
+        lines += [header, "-" * len(header)]
+        for name, e in errs.items():
+            cells = "".join(
+                f"{_fmt(float(e.mae[k])):>19}{_fmt(float(e.mre[k])):>19}"
+                for k in range(len(COUNT_CLASSES))
+            )
+            lines.append(f"{name:<{w}}{cells}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _fmt(v: float) -> str:
+    return "n/a" if not np.isfinite(v) else f"{v:.3f}"

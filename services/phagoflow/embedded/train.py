@@ -1,0 +1,378 @@
+"""``phagoflow train``: plate exports + labels in, a versioned U-Net model folder out.
+
+:func:`train_model` reads every field of one or more plate exports with its label mask
+(:func:`phagoflow.embedded.weak_labels.iter_fields`), trains the U-Net with
+:func:`phagoflow.core.training.train_unet` and writes the model folder with
+:func:`phagoflow.core.model_dir.save_model_dir`::
+
+    MODEL_DIR/model.pt     torch state_dict
+    MODEL_DIR/model.onnx   the same network for ONNX Runtime / Triton
+    MODEL_DIR/card.json    architecture, normalisation, checksums, software versions and the
+                           training record (see below)
+
+Labels:
+
+* ``labels="cip"`` (CDL, the default): CIP weak labels for every field, cached on disk by
+  (index checksum, CIP fingerprint, field) — no human label at all;
+* ``labels=<folder>`` (MDL): masks ``rRRcCCfFFpPP.tiff`` (uint8, 0/1/2) — e.g. expert-curated
+  masks; a sub-folder named after the plate id is searched first, fields without a mask are
+  skipped.
+
+``truth`` (optional, same layout) holds true masks used **only** to report validation IoU against
+the truth per epoch; it never influences training or checkpoint selection. ``init`` fine-tunes
+from an existing model folder (its architecture and normalisation are kept).
+
+The card's ``training`` section holds :meth:`~phagoflow.core.training.TrainingOutcome.card_extra`
+(parameters, seed, metrics per epoch, split, ``data_checksums``: per-field image and label
+sha256 keyed ``PLATE/rRRcCCfFFpPP``, training time) plus ``data``: the label source (and CIP
+parameters and fingerprint), every export with its plate id, format, index sha256 and number of
+fields used, ``fields_digest`` (sha256 of ``data_checksums`` as sorted-key JSON: one value that
+changes whenever any training field or label does), the truth folder, the model fine-tuned from
+(``init``: folder, name, version, checksums) and the time spent reading fields and making labels.
+Package versions are in the card's ``software`` section.
+
+Every refusal raises :class:`~phagoflow.core.training.TrainingError`,
+:class:`~phagoflow.core.model_dir.ModelDirError`,
+:class:`~phagoflow.core.opera.catalogue.PlateFormatError` or another ``ValueError`` with a message
+naming the problem; the CLI prints it and exits 1. The output folder is checked *before* the
+(possibly long) training starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from phagoflow.core.cip import CipParameters
+from phagoflow.core.model_dir import (
+    CARD_FILE,
+    ONNX_FILE,
+    TORCH_FILE,
+    ModelCard,
+    load_model_dir,
+    save_model_dir,
+)
+from phagoflow.core.opera import read_plate
+from phagoflow.core.segmenters import CipSegmenter
+from phagoflow.core.training import TrainingConfig, TrainingData, TrainingError, train_unet
+from phagoflow.core.unet import UNetConfig
+from phagoflow.embedded.weak_labels import iter_fields, load_masks_dir, read_mask
+
+__all__ = ["TrainResult", "check_output_dir", "train_model"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What :func:`train_model` produced.
+
+    Attributes
+    ----------
+    model_dir : Path
+        The model folder written.
+    card : ModelCard
+        Its ``card.json``.
+    n_fields : int
+        Fields trained and validated on (all exports).
+    best_epoch : int
+        1-based epoch kept.
+    training_time_s : float
+        Wall time of :func:`~phagoflow.core.training.train_unet`, seconds.
+    labels_time_s : float
+        Wall time spent reading fields and making or reading labels, seconds.
+    """
+
+    model_dir: Path
+    card: ModelCard
+    n_fields: int
+    best_epoch: int
+    training_time_s: float
+    labels_time_s: float
+
+
+def check_output_dir(path: Path, *, overwrite: bool = False) -> None:
+    """Refuse early an output folder that cannot receive a model.
+
+    Raises
+    ------
+    ValueError
+        ``path`` is an existing file, already holds a model (unless ``overwrite``), or cannot be
+        created or written to.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--out {path} exists and is not a folder")
+    existing = [f for f in (TORCH_FILE, ONNX_FILE, CARD_FILE) if (path / f).exists()]
+    if existing and not overwrite:
+        raise ValueError(
+            f"{path} already holds a model ({', '.join(existing)}); choose another folder or "
+            "pass --overwrite"
+        )
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ValueError(f"cannot write a model to {path}: {exc}") from exc
+
+
+def _truth_masks(truth: Path, plate_id: str) -> dict[str, Path]:
+    root = truth / plate_id if (truth / plate_id).is_dir() else truth
+    return load_masks_dir(root)
+
+
+def _config_for_init(config: TrainingConfig, card: ModelCard, init: Path) -> TrainingConfig:
+    """Take the architecture width and normalisation of the model fine-tuned from."""
+    arch = card.architecture
+    if arch != UNetConfig(base_channels=arch.base_channels):
+        raise TrainingError(
+            f"{init}: cannot fine-tune a U-Net of architecture {arch!r}; training builds "
+            "in_channels=2, n_classes=3, depth=3"
+        )
+    explicit = config.model_fields_set
+    if "base_channels" in explicit and config.base_channels != arch.base_channels:
+        raise TrainingError(
+            f"--base-channels {config.base_channels} differs from the model in {init} "
+            f"({arch.base_channels}); leave it out to fine-tune"
+        )
+    if "normalisation" in explicit and config.normalisation != card.normalisation:
+        raise TrainingError(
+            f"the normalisation differs from the model in {init}; leave it out to fine-tune"
+        )
+    return config.model_copy(
+        update={"base_channels": arch.base_channels, "normalisation": card.normalisation}
+    )
+
+
+def train_model(
+    exports: Sequence[Path],
+    out: Path,
+    *,
+    labels: str | Path = "cip",
+    config: TrainingConfig | None = None,
+    truth: Path | None = None,
+    init: Path | None = None,
+    cip_params: CipParameters | None = None,
+    cache_dir: Path | None = None,
+    overwrite: bool = False,
+    name: str = "phagoflow-unet",
+    progress: bool = True,
+) -> TrainResult:
+    """Train a U-Net on the fields of ``exports`` and write a model folder to ``out``.
+
+    Parameters
+    ----------
+    exports : sequence of Path
+        Plate exports (anything :func:`phagoflow.core.opera.read_plate` accepts).
+    out : Path
+        Model folder to write (``model.pt``, ``model.onnx``, ``card.json``).
+    labels : 'cip' or Path
+        ``"cip"``: CIP weak labels (CDL); a folder: masks ``rRRcCCfFFpPP.tiff`` (MDL).
+    config : TrainingConfig, optional
+        Hyper-parameters (paper defaults).
+    truth : Path, optional
+        Folder of true masks (or one sub-folder per plate id), for validation reporting only.
+        Every field trained on must have one, else truth reporting is switched off (warning).
+    init : Path, optional
+        Model folder to fine-tune from; its width and normalisation are used.
+    cip_params : CipParameters, optional
+        Parameters of the CIP that makes the weak labels (``labels="cip"``).
+    cache_dir : Path, optional
+        Weak-label cache (default ``$PHAGOFLOW_CACHE_DIR`` or ``~/.cache/phagoflow``).
+    overwrite : bool
+        Replace a model already in ``out``.
+    name : str
+        Model name in the card.
+    progress : bool
+        Progress bars (labels, training).
+
+    Returns
+    -------
+    TrainResult
+
+    Raises
+    ------
+    TrainingError
+        No fields, no object in any label, a non-finite loss, initial weights that do not fit.
+    ModelDirError
+        ``init`` is not a valid model folder (no card.json, checksum mismatch, ...).
+    PlateFormatError
+        An export cannot be read.
+    ValueError
+        ``out`` cannot receive a model; a label or truth mask of the wrong shape, dtype or values
+        (the message names the file); a label or truth folder that does not exist.
+    """
+    if not exports:
+        raise TrainingError("no plate export given")
+    cfg = config if config is not None else TrainingConfig()
+    out = Path(out)
+    check_output_dir(out, overwrite=overwrite)
+
+    init_record: dict[str, Any] | None = None
+    init_state = None
+    if init is not None:
+        init_model, init_card = load_model_dir(Path(init))
+        cfg = _config_for_init(cfg, init_card, Path(init))
+        init_state = init_model.state_dict()
+        init_record = {
+            "model_dir": str(Path(init).resolve()),
+            "name": init_card.name,
+            "version": init_card.version,
+            "checksums": dict(init_card.checksums),
+        }
+
+    labels_source = "cip" if labels == "cip" else str(Path(labels).resolve())
+    if labels != "cip" and not Path(labels).is_dir():
+        raise ValueError(f"label folder {labels} does not exist (pass --labels cip or a folder)")
+    if truth is not None and not Path(truth).is_dir():
+        raise ValueError(f"truth folder {truth} does not exist")
+    cip = CipSegmenter(cip_params) if labels == "cip" else None
+
+    t0 = time.perf_counter()
+    images: list[NDArray[np.float32]] = []
+    masks: list[NDArray[np.uint8]] = []
+    names: list[str] = []
+    truth_masks: list[NDArray[np.uint8]] = []
+    missing_truth: list[str] = []
+    seen: set[str] = set()
+    export_records: list[dict[str, Any]] = []
+    for export in exports:
+        cat = read_plate(export)
+        truth_paths = _truth_masks(Path(truth), cat.plate_id) if truth is not None else {}
+        n_before = len(names)
+        for lf in iter_fields(
+            [export],
+            labels=labels,
+            cip_params=cip_params,
+            cache_dir=cache_dir,
+            progress=progress,
+        ):
+            name_ = f"{lf.plate_id}/{lf.name}"
+            if name_ in seen:
+                raise TrainingError(
+                    f"field {lf.name} of plate {lf.plate_id} appears twice: the same plate was "
+                    "given more than once"
+                )
+            images.append(lf.image)
+            masks.append(lf.label)
+            names.append(name_)
+            seen.add(name_)
+            if truth is not None:
+                tpath = truth_paths.get(lf.name)
+                if tpath is None:
+                    missing_truth.append(name_)
+                else:
+                    h, w = lf.label.shape
+                    truth_masks.append(read_mask(tpath, (int(h), int(w))))
+        export_records.append(
+            {
+                "path": str(Path(export).resolve()),
+                "index": str(cat.index_path),
+                "plate_id": cat.plate_id,
+                "format": cat.format_version,
+                "index_sha256": cat.index_sha256,
+                "fields": len(names) - n_before,
+                "fields_in_catalogue": len(cat.fields),
+            }
+        )
+    labels_time = time.perf_counter() - t0
+
+    if not names:
+        where = "CIP labels" if labels == "cip" else f"a mask in {labels} matching a field name"
+        raise TrainingError(
+            f"no training fields: no readable field with {where} in "
+            f"{', '.join(str(e) for e in exports)}"
+        )
+    if not any(bool(np.isin(m, (1, 2)).any()) for m in masks):
+        source = "CIP found" if labels == "cip" else f"the masks in {labels} hold"
+        raise TrainingError(f"{source} no objects at all in {len(names)} fields — nothing to learn")
+    truth_list: list[NDArray[np.uint8]] | None = None
+    if truth is not None:
+        if missing_truth:
+            logger.warning(
+                "no truth mask in %s for %d of %d fields (e.g. %s); validation against the "
+                "truth is off",
+                truth,
+                len(missing_truth),
+                len(names),
+                missing_truth[0],
+            )
+        else:
+            truth_list = truth_masks
+    logger.info(
+        "training on %d fields of %d plate(s) (labels: %s; %.1f s to read and label)",
+        len(names),
+        len(export_records),
+        labels_source,
+        labels_time,
+    )
+
+    def _log_epoch(rec: dict[str, Any]) -> None:
+        parts = [f"epoch {rec['epoch']}", f"loss {rec['train_loss']:.4f}"]
+        if rec["val_loss"] is not None:
+            parts.append(f"val loss {rec['val_loss']:.4f}")
+        if rec["val_miou_weak"] is not None:
+            parts.append(f"val mIoU (labels) {rec['val_miou_weak']:.3f}")
+        if rec["val_miou_truth"] is not None:
+            parts.append(f"val mIoU (truth) {rec['val_miou_truth']:.3f}")
+        parts.append(f"{rec['patches_per_s']:.1f} patches/s")
+        logger.info(", ".join(parts))
+
+    outcome = train_unet(
+        TrainingData(images=images, labels=masks, names=names, truth=truth_list),
+        cfg,
+        progress=progress,
+        log=_log_epoch,
+        init_state=init_state,
+    )
+    digest = hashlib.sha256(json.dumps(outcome.data_checksums, sort_keys=True).encode()).hexdigest()
+    extra = outcome.card_extra()
+    extra["data"] = {
+        "labels": labels_source,
+        "cip_parameters": cip.params.model_dump(mode="json") if cip is not None else None,
+        "cip_fingerprint": cip.fingerprint if cip is not None else None,
+        "exports": export_records,
+        "n_fields": len(names),
+        "fields_digest": digest,
+        "truth": str(Path(truth).resolve()) if truth is not None else None,
+        "truth_used": truth_list is not None,
+        "init": init_record,
+        "labels_time_s": round(labels_time, 3),
+    }
+    card = save_model_dir(
+        out,
+        outcome.model,
+        outcome.unet_config,
+        outcome.normalisation,
+        extra,
+        name=name,
+        overwrite=overwrite,
+    )
+    logger.info(
+        "model %s %s written to %s (best epoch %d, %.1f s training)",
+        card.name,
+        card.version,
+        out,
+        outcome.best_epoch,
+        outcome.training_time_s,
+    )
+    return TrainResult(
+        model_dir=out,
+        card=card,
+        n_fields=len(names),
+        best_epoch=outcome.best_epoch,
+        training_time_s=outcome.training_time_s,
+        labels_time_s=labels_time,
+    )
