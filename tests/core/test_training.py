@@ -217,3 +217,33 @@ def test_ignore_boundary_band() -> None:
     assert (out == IGNORE_LABEL).sum() == 4
     np.testing.assert_array_equal(ignore_boundary_band(lab, 0), lab)
     assert lab.max() == 1  # input untouched
+
+
+def test_intensity_augmentation_changes_patches_not_labels() -> None:
+    rng = np.random.default_rng(0)
+    patch = rng.normal(0.0, 1.0, (2, 16, 16)).astype(np.float32)
+    aug = training.IntensityAugmentation(probability=1.0, noise_sd=(0.0, 0.0), offset_sd=0.0)
+    out = training._perturb_intensity(patch, aug, np.random.default_rng(1))
+    assert out.dtype == np.float32 and out.shape == patch.shape
+    assert not np.allclose(out, patch)
+    # without offset/noise it is a monotone map per channel: pixel order is kept
+    for c in range(2):
+        assert np.array_equal(np.argsort(out[c].ravel()), np.argsort(patch[c].ravel()))
+    off = training.IntensityAugmentation(probability=0.0)
+    assert training._perturb_intensity(patch, off, np.random.default_rng(1)) is patch
+
+
+def test_intensity_augmentation_validates_ranges() -> None:
+    with pytest.raises(ValueError, match="0 < low <= high"):
+        training.IntensityAugmentation(gain=(1.5, 0.5))
+    with pytest.raises(ValueError, match="noise_sd"):
+        training.IntensityAugmentation(noise_sd=(-0.1, 0.1))
+
+
+def test_training_with_intensity_augmentation_is_deterministic() -> None:
+    cfg = _config(intensity_augment=training.IntensityAugmentation())
+    a = train_unet(_data(), cfg, progress=False)
+    b = train_unet(_data(), cfg, progress=False)
+    assert [r.train_loss for r in a.history] == [r.train_loss for r in b.history]
+    plain = train_unet(_data(), _config(), progress=False)
+    assert [r.train_loss for r in a.history] != [r.train_loss for r in plain.history]

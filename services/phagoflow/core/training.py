@@ -49,6 +49,7 @@ from phagoflow.core.unet import DEFAULT_BASE_CHANNELS, UNet, UNetConfig
 __all__ = [
     "IGNORE_LABEL",
     "EpochRecord",
+    "IntensityAugmentation",
     "TrainingConfig",
     "TrainingData",
     "TrainingError",
@@ -64,6 +65,63 @@ _N_CLASSES = 3
 
 class TrainingError(ValueError):
     """Training cannot start or cannot go on (no data, no objects, NaN loss, bad shapes)."""
+
+
+class IntensityAugmentation(BaseModel):
+    """Random intensity changes of a training patch (after normalisation), labels unchanged.
+
+    Applied to each patch with probability ``probability``, in this order, per channel ``c``
+    of the normalised patch ``x`` (dimensionless, see :mod:`phagoflow.core.normalisation`):
+
+    1. contrast/gain: ``x ← x · g_c`` with ``log g_c ~ U(log gain[0], log gain[1])`` drawn
+       per channel (``channel_gain_jitter``) around a common gain;
+    2. offset: ``x ← x + o_c``, ``o_c ~ N(0, offset_sd)``;
+    3. gamma: ``x ← sign(x) · |x|^γ``, ``log γ ~ U(log gamma[0], log gamma[1])`` (one per patch);
+    4. noise: ``x ← x + n``, ``n ~ N(0, σ²)`` per pixel, ``σ ~ U(noise_sd)``.
+
+    The weak labels were computed on the unperturbed field, so a dimmer, noisier copy keeps
+    the teacher's answer: the network learns to find vesicles at contrasts where the teacher
+    itself would fail (and to rely on relative, not absolute, brightness, like the CIP).
+
+    Attributes
+    ----------
+    probability : float
+        Chance that a patch is perturbed at all.
+    gain : tuple of float
+        Range of the common multiplicative gain (log-uniform).
+    channel_gain_jitter : float
+        Extra per-channel gain factor range ``(1/(1+j), 1+j)`` (log-uniform); 0 keeps the
+        DsRed/pHluorin ratio, which decides the class.
+    offset_sd : float
+        Standard deviation of the additive per-channel offset.
+    gamma : tuple of float
+        Range of the gamma exponent (log-uniform).
+    noise_sd : tuple of float
+        Range of the standard deviation of additive Gaussian pixel noise.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    probability: float = Field(default=0.8, ge=0, le=1)
+    gain: tuple[float, float] = (0.5, 1.5)
+    channel_gain_jitter: float = Field(default=0.1, ge=0)
+    offset_sd: float = Field(default=0.05, ge=0)
+    gamma: tuple[float, float] = (0.8, 1.25)
+    noise_sd: tuple[float, float] = (0.0, 0.05)
+
+    @field_validator("gain", "gamma")
+    @classmethod
+    def _positive_range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < v[0] <= v[1]:
+            raise ValueError(f"range must satisfy 0 < low <= high, got {v}")
+        return v
+
+    @field_validator("noise_sd")
+    @classmethod
+    def _noise_range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 <= v[0] <= v[1]:
+            raise ValueError(f"noise_sd must satisfy 0 <= low <= high, got {v}")
+        return v
 
 
 class TrainingConfig(BaseModel):
@@ -97,6 +155,8 @@ class TrainingConfig(BaseModel):
         ~30 s per epoch at base width 8 on 2 CPU cores (~17 patches/s).
     augment : bool
         Random horizontal flips and 90° rotations (the 8 symmetries of the square).
+    intensity_augment : IntensityAugmentation, optional
+        Random gain/offset/gamma/noise of the normalised patches; ``None`` (default) = off.
     val_fraction : float
         Fraction of *fields* held out for validation (0.10); at least one field when there are
         two or more fields and the fraction is > 0. Without validation fields the best epoch is
@@ -140,6 +200,7 @@ class TrainingConfig(BaseModel):
     patch_size: int = Field(default=256, ge=8)
     patches_per_epoch: int = Field(default=512, ge=1)
     augment: bool = True
+    intensity_augment: IntensityAugmentation | None = None
     val_fraction: float = Field(default=0.10, ge=0, lt=1)
     seed: int = 0
     early_stopping_patience: int | None = Field(default=None, ge=1)
@@ -506,8 +567,32 @@ def _sample_batch(
             if flip:
                 img, lab = img[:, :, ::-1], lab[:, ::-1]
         xb[b] = img
+        if cfg.intensity_augment is not None:
+            xb[b] = _perturb_intensity(xb[b], cfg.intensity_augment, rng)
         yb[b] = lab
     return xb, yb
+
+
+def _perturb_intensity(
+    patch: NDArray[np.float32], aug: IntensityAugmentation, rng: np.random.Generator
+) -> NDArray[np.float32]:
+    """One random :class:`IntensityAugmentation` of a normalised ``(C, p, p)`` patch."""
+    if rng.random() >= aug.probability:
+        return patch
+    n_ch = patch.shape[0]
+    log_gain = rng.uniform(math.log(aug.gain[0]), math.log(aug.gain[1]))
+    jitter = math.log1p(aug.channel_gain_jitter)
+    gains = np.exp(log_gain + rng.uniform(-jitter, jitter, n_ch)).astype(np.float32)
+    offsets = rng.normal(0.0, aug.offset_sd, n_ch).astype(np.float32) if aug.offset_sd else 0
+    out = patch * gains[:, None, None] + np.asarray(offsets, np.float32).reshape(-1, 1, 1)
+    gamma = math.exp(rng.uniform(math.log(aug.gamma[0]), math.log(aug.gamma[1])))
+    if gamma != 1.0:
+        out = np.sign(out) * np.abs(out) ** np.float32(gamma)
+    sd = rng.uniform(aug.noise_sd[0], aug.noise_sd[1])
+    if sd > 0:
+        out = out + rng.normal(0.0, sd, out.shape).astype(np.float32)
+    result: NDArray[np.float32] = out.astype(np.float32, copy=False)
+    return result
 
 
 def _validate_epoch(
