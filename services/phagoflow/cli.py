@@ -249,6 +249,39 @@ def get_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet-seconds", type=float, default=60.0, help="quiet period (default 60)")
     p.set_defaults(func=_cmd_check)
 
+    # review / rating (issue 6) -------------------------------------------------------
+    p = sub.add_parser(
+        "review",
+        help="web app to review and correct masks of a results folder, and blind rating",
+        description=(
+            "Serve the review app for RESULTS_DIR (written by `phagoflow run --method all`): "
+            "plate heat-map, fields by CIP-vs-CDL disagreement, mask viewer and correction "
+            "tools; curated masks go to RESULTS_DIR/curated/, ratings to RESULTS_DIR/ratings/. "
+            "Writes need the token PHAGOFLOW_REVIEW_TOKEN (generated and printed if unset)."
+        ),
+    )
+    p.add_argument("results", type=Path, metavar="RESULTS_DIR", help="results folder")
+    p.add_argument("--port", type=int, default=8765, help="port (default 8765)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument(
+        "--export", type=Path, default=None, help="plate export, if it moved since the run"
+    )
+    p.set_defaults(func=_cmd_review)
+
+    p = sub.add_parser("rating", help="blind-rating reports (see `phagoflow review`)")
+    rating_sub = p.add_subparsers(dest="rating_command", metavar="ACTION", required=True)
+    p = rating_sub.add_parser(
+        "report",
+        help="per-rater score distributions (PNG), mean scores, KS test per rater",
+        description=(
+            "Read RESULTS_DIR/ratings/*.jsonl and write report.json and report.png (per-rater "
+            "score histograms per method, two-sample Kolmogorov-Smirnov test per rater)."
+        ),
+    )
+    p.add_argument("results", type=Path, metavar="RESULTS_DIR", help="results folder")
+    p.add_argument("--out", type=Path, default=None, help="output folder (RESULTS_DIR/ratings)")
+    p.set_defaults(func=_cmd_rating_report)
+
     return parser
 
 
@@ -474,6 +507,37 @@ def _cmd_check(args: argparse.Namespace) -> int:
     for reason in report.reasons:
         print(f"  {reason}")
     return 0 if report.complete else 3
+
+
+def _cmd_review(args: argparse.Namespace) -> int:
+    try:
+        from phagoflow.review.app import serve
+    except ImportError as exc:  # fastapi/uvicorn are optional (the review extra)
+        hint = "install the web app with `pip install phagoflow[review]`"
+        return _fail(ImportError(f"{exc}; {hint}"))
+    from phagoflow.review.results import ResultsError
+
+    try:
+        serve(args.results, host=args.host, port=args.port, export=args.export)
+    except ResultsError as exc:
+        return _fail(exc)
+    return 0
+
+
+def _cmd_rating_report(args: argparse.Namespace) -> int:
+    from phagoflow.review.rating import (
+        format_rating_report,
+        rating_report,
+        read_ratings,
+        write_rating_report,
+    )
+
+    if not (args.results / "run.json").is_file():
+        return _fail(ValueError(f"{args.results} is not a results folder (no run.json)"))
+    out = write_rating_report(args.results, args.out)
+    print(format_rating_report(rating_report(read_ratings(args.results))))
+    print(f"report: {out / 'report.json'}, {out / 'report.png'}")
+    return 0
 
 
 # ----------------------------------------------------------------------------- entry point

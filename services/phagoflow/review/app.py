@@ -1,0 +1,505 @@
+"""The review web app: a FastAPI application over one :class:`ResultsFolder`.
+
+Endpoints (all JSON unless noted; ``W`` = write, needs ``Authorization: Bearer <token>``)::
+
+    GET  /                                         the single-page app (static/index.html)
+    GET  /api/plate                                plate, wells (counts, disagreement), progress
+    GET  /api/progress                             fields curated / total, per well
+    GET  /api/wells/{well}/fields                  fields of a well, most disagreement first
+    GET  /api/fields/{field}                       counts, available masks, contrast, provenance
+    GET  /api/fields/{field}/image                 raw (2, H, W) uint16 little-endian bytes
+    GET  /api/fields/{field}/masks/{source}        raw (H, W) uint8 bytes (cip, cdl, curated)
+    PUT  /api/fields/{field}/curated            W  body: .npy or TIFF mask; saves + provenance
+    GET  /api/auth                              W  who the token belongs to (checks a token)
+    POST /api/rating/sessions                   W  start a blinded session
+    GET  /api/rating/sessions/{sid}                items (fields only) and which are rated
+    GET  /api/rating/sessions/{sid}/items/{i}/masks/{slot}   raw uint8 mask of slot A or B
+    POST /api/rating/sessions/{sid}/items/{i}   W  {"scores": {"A": 1-10, "B": 1-10}}
+
+Field names, well names, mask sources, session ids and slots are looked up in fixed tables (the
+catalogue, the run's methods, stored session ids); a request string never becomes a path.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import math
+import re
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import numpy.typing as npt
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+from starlette.middleware.gzip import GZipMiddleware
+
+from phagoflow import __version__
+from phagoflow.core.opera.catalogue import FieldKey
+from phagoflow.review import rating as rating_mod
+from phagoflow.review.masks import UploadError, decode_mask, save_curated
+from phagoflow.review.results import CURATED, ResultsFolder
+from phagoflow.review.settings import ReviewSettings
+
+__all__ = ["Identity", "create_app"]
+
+logger = logging.getLogger(__name__)
+
+_EMPTY = "empty"
+
+
+# ----------------------------------------------------------------------------- models
+class SessionRequest(BaseModel):
+    """Body of ``POST /api/rating/sessions``."""
+
+    rater: str = Field(min_length=1, max_length=64)
+    methods: tuple[str, str] | None = None
+    n_fields: int | None = Field(default=None, ge=1, le=100_000)
+    seed: int | None = None
+
+
+class ScoresRequest(BaseModel):
+    """Body of ``POST /api/rating/sessions/{sid}/items/{i}``: one score per slot."""
+
+    scores: dict[str, Annotated[int, Field(ge=1, le=10)]]
+
+
+class CurationQuery(BaseModel):
+    """Query parameters of ``PUT /api/fields/{field}/curated``."""
+
+    user: str | None = Field(default=None, max_length=64)
+    started_from: str = Field(default=_EMPTY, max_length=32)
+    seconds_editing: float = Field(default=0.0, ge=0.0, le=7 * 24 * 3600.0)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who made an authenticated request: a user of a personal token, or ``None`` (shared)."""
+
+    user: str | None
+
+
+# ----------------------------------------------------------------------------- helpers
+def _raw(array: npt.NDArray[Any]) -> Response:
+    """Raw little-endian bytes with ``X-Shape`` and ``X-Dtype`` headers."""
+    arr = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
+    return Response(
+        content=arr.tobytes(),
+        media_type="application/octet-stream",
+        headers={
+            "X-Shape": ",".join(map(str, arr.shape)),
+            "X-Dtype": arr.dtype.name,
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+def _nan_to_none(value: float) -> float | None:
+    return None if math.isnan(value) else round(value, 4)
+
+
+class _ImageCache:
+    """A few recently loaded fields (the viewer asks for contrast and pixels back to back)."""
+
+    def __init__(self, results: ResultsFolder, size: int = 4) -> None:
+        self._results = results
+        self._size = size
+        self._items: OrderedDict[FieldKey, npt.NDArray[np.float32]] = OrderedDict()
+        self._lock = threading.Lock()  # sync endpoints run in a thread pool
+
+    def get(self, key: FieldKey) -> npt.NDArray[np.float32]:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        image = self._results.image(key)
+        with self._lock:
+            self._items[key] = image
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+        return image
+
+
+@dataclass(frozen=True)
+class _Tokens:
+    shared: bytes
+    personal: dict[str, bytes]
+
+
+def authenticate(request: Request) -> Identity:
+    """FastAPI dependency: check ``Authorization: Bearer <token>``; 401 otherwise."""
+    tokens: _Tokens = request.app.state.tokens
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise HTTPException(
+            401,
+            "authentication required: send 'Authorization: Bearer <token>' "
+            "(printed by `phagoflow review`, or PHAGOFLOW_REVIEW_TOKEN)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    given = token.strip().encode()
+    for user, tok in tokens.personal.items():
+        if hmac.compare_digest(given, tok):
+            return Identity(user)
+    if hmac.compare_digest(given, tokens.shared):
+        return Identity(None)
+    raise HTTPException(401, "invalid token", headers={"WWW-Authenticate": "Bearer"})
+
+
+Auth = Annotated[Identity, Depends(authenticate)]
+
+
+# ----------------------------------------------------------------------------- factory
+def create_app(results: ResultsFolder, settings: ReviewSettings) -> FastAPI:
+    """Build the app for ``results``.
+
+    Parameters
+    ----------
+    results : ResultsFolder
+        The opened results folder.
+    settings : ReviewSettings
+        Must hold a token (use :meth:`ReviewSettings.with_token`).
+
+    Raises
+    ------
+    ValueError
+        ``settings.token`` is unset.
+    """
+    if settings.token is None or not settings.token.get_secret_value():
+        raise ValueError("ReviewSettings.token is unset; call settings.with_token() first")
+    user_re = re.compile(settings.user_pattern)
+    images = _ImageCache(results)
+    app = FastAPI(
+        title="phagoflow review",
+        version=__version__,
+        description="Review and correct CIP/CDL masks; blind rating.",
+    )
+    app.add_middleware(GZipMiddleware, minimum_size=2048, compresslevel=5)
+    app.state.results = results
+    app.state.tokens = _Tokens(
+        shared=settings.token.get_secret_value().encode(),
+        personal={user: tok.get_secret_value().encode() for user, tok in settings.users.items()},
+    )
+
+    # ------------------------------------------------------------------ dependencies
+
+    def field_key(name: str) -> FieldKey:
+        try:
+            return results.field_key(name)
+        except KeyError as exc:
+            raise HTTPException(404, str(exc.args[0])) from exc
+
+    def user_name(identity: Identity, declared: str | None) -> str:
+        if identity.user is not None:
+            return identity.user
+        if declared is None or not user_re.fullmatch(declared):
+            raise HTTPException(
+                422,
+                f"give your name as 'user' matching {settings.user_pattern} (got {declared!r:.40})",
+            )
+        return declared
+
+    def session_or_404(sid: str) -> rating_mod.RatingSession:
+        try:
+            return rating_mod.load_session(results.root, sid)
+        except KeyError as exc:
+            raise HTTPException(404, str(exc.args[0])) from exc
+
+    # ------------------------------------------------------------------ exception handlers
+    @app.exception_handler(UploadError)
+    async def _upload_error(_request: Request, exc: UploadError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+
+    # ------------------------------------------------------------------ pages
+    static_dir = Path(str(resources.files("phagoflow.review") / "static"))
+    app.mount("/static", StaticFiles(directory=static_dir), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(static_dir / "index.html", headers={"Cache-Control": "no-store"})
+
+    # ------------------------------------------------------------------ plate and wells
+    def progress() -> dict[str, Any]:
+        curated = set(results.curated_names())
+        by_well = {
+            w: {"curated": sum(f in curated for f in info.fields), "total": len(info.fields)}
+            for w, info in results.wells.items()
+        }
+        total = len(results.fields)
+        return {
+            "curated": len(curated),
+            "total": total,
+            "fraction": len(curated) / total if total else 0.0,
+            "by_well": by_well,
+        }
+
+    @app.get("/api/plate")
+    def plate() -> dict[str, Any]:
+        """Plate geometry, mask sources and per-well counts and disagreement."""
+        prog = progress()
+        return {
+            "plate_id": results.plate_id,
+            "rows": results.catalogue.plate_rows,
+            "columns": results.catalogue.plate_columns,
+            "size_yx": list(results.size_yx),
+            "pixel_size_um": results.catalogue.pixel_size_um,
+            "methods": list(results.methods),
+            "sources": list(results.sources),
+            "channels": ["dsred", "phluorin"],
+            "wells": [
+                {
+                    "well": info.well,
+                    "row": info.row,
+                    "col": info.col,
+                    "fields": len(info.fields),
+                    "counts": info.counts,
+                    "disagreement": {k: _nan_to_none(v) for k, v in info.disagreement.items()},
+                    "disagreement_total": _nan_to_none(info.disagreement_total),
+                    "curated": prog["by_well"][info.well]["curated"],
+                }
+                for info in results.wells.values()
+            ],
+            "progress": {k: v for k, v in prog.items() if k != "by_well"},
+        }
+
+    @app.get("/api/progress")
+    def get_progress() -> dict[str, Any]:
+        """Fields curated / total, overall and per well."""
+        return progress()
+
+    @app.get("/api/wells/{well}/fields")
+    def well_fields(well: str) -> dict[str, Any]:
+        """Fields of ``well``, sorted by CIP-vs-CDL disagreement (largest first)."""
+        try:
+            info = results.wells[results.well_name(well)]
+        except KeyError as exc:
+            raise HTTPException(404, str(exc.args[0])) from exc
+        curated = set(results.curated_names())
+        return {
+            "well": info.well,
+            "fields": [
+                {
+                    "field": name,
+                    "counts": results.fields[name].counts,
+                    "disagreement": _nan_to_none(results.fields[name].disagreement),
+                    "curated": name in curated,
+                }
+                for name in info.fields
+            ],
+        }
+
+    # ------------------------------------------------------------------ fields
+    @app.get("/api/fields/{name}")
+    def field_info(name: str) -> dict[str, Any]:
+        """Counts, available masks, default contrast per channel and curated provenance."""
+        key = field_key(name)
+        image = images.get(key)
+        contrast = []
+        for ch in image:
+            lo, hi = np.percentile(ch, [0.5, 99.8])
+            contrast.append(
+                {
+                    "low": float(lo),
+                    "high": float(max(hi, lo + 1)),
+                    "max": float(ch.max()),
+                }
+            )
+        summary = results.fields[key.name]
+        well = results.wells[key.well]
+        return {
+            "field": key.name,
+            "well": key.well,
+            "size_yx": list(results.size_yx),
+            "counts": summary.counts,
+            "disagreement": _nan_to_none(summary.disagreement),
+            "masks": [s for s in results.sources if results.mask_path(key, s).is_file()],
+            "contrast": contrast,
+            "provenance": results.provenance(key),
+            "well_fields": well.fields,
+        }
+
+    @app.get("/api/fields/{name}/image")
+    def field_image(name: str) -> Response:
+        """Raw channels: (2, H, W) uint16, [DsRed, pHluorin], clipped to 0‥65535."""
+        key = field_key(name)
+        image = images.get(key)
+        return _raw(np.clip(np.rint(image), 0, 65535).astype(np.uint16))
+
+    @app.get("/api/fields/{name}/masks/{source}")
+    def field_mask(name: str, source: str) -> Response:
+        """Raw (H, W) uint8 mask of ``source``; 404 when that mask does not exist."""
+        key = field_key(name)
+        if source not in results.sources:
+            raise HTTPException(
+                404, f"no mask source {source[:40]!r}; choose from {list(results.sources)}"
+            )
+        mask = results.mask(key, source)
+        if mask is None:
+            raise HTTPException(404, f"field {key.name} has no {source} mask")
+        return _raw(mask)
+
+    @app.put("/api/fields/{name}/curated", status_code=201)
+    async def put_curated(
+        name: str,
+        request: Request,
+        identity: Auth,
+        query: Annotated[CurationQuery, Query()],
+    ) -> dict[str, Any]:
+        """Save a curated mask (body: ``.npy`` or TIFF) with its provenance sidecar."""
+        key = field_key(name)
+        who = user_name(identity, query.user)
+        if query.started_from not in (*results.sources, _EMPTY):
+            raise HTTPException(
+                422,
+                f"started_from must be one of {[*results.sources, _EMPTY]}, "
+                f"got {query.started_from!r:.40}",
+            )
+        limit = settings.max_upload_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise UploadError(413, f"upload of {declared} bytes exceeds the limit of {limit}")
+        body = bytearray()
+        async for chunk in request.stream():
+            body.extend(chunk)
+            if len(body) > limit:
+                raise UploadError(413, f"upload exceeds the limit of {limit} bytes")
+        mask = decode_mask(
+            bytes(body),
+            request.headers.get("content-type", ""),
+            results.size_yx,
+            max_bytes=limit,
+        )
+        start = None if query.started_from == _EMPTY else results.mask(key, query.started_from)
+        if query.started_from == _EMPTY:
+            start = np.zeros(results.size_yx, np.uint8)
+        doc = save_curated(
+            mask,
+            results.mask_path(key, CURATED),
+            results.provenance_path(key),
+            plate_id=results.plate_id,
+            field=key.name,
+            user=who,
+            started_from=query.started_from,
+            start_mask=start,
+            seconds_editing=query.seconds_editing,
+            authenticated_user=identity.user is not None,
+            previous=results.provenance(key),
+        )
+        logger.info("curated %s by %s (%s px changed)", key.name, who, doc["pixels_changed"])
+        return {"saved": True, "provenance": doc, "progress": progress()}
+
+    @app.get("/api/auth")
+    def whoami(identity: Auth) -> dict[str, Any]:
+        """Check a token; returns the user of a personal token (``null`` for the shared one)."""
+        return {"ok": True, "user": identity.user}
+
+    # ------------------------------------------------------------------ rating
+    def session_view(session: rating_mod.RatingSession) -> dict[str, Any]:
+        done = {
+            r["field"]
+            for r in rating_mod.read_ratings(results.root)
+            if r.get("session") == session.id
+        }
+        return {
+            "id": session.id,
+            "rater": session.rater,
+            "methods": sorted(session.methods),  # which slot is which stays hidden
+            "slots": list(rating_mod.SLOTS),
+            "items": [
+                {"index": i, "field": item.field, "rated": item.field in done}
+                for i, item in enumerate(session.items)
+            ],
+        }
+
+    @app.post("/api/rating/sessions", status_code=201)
+    def new_session(body: SessionRequest, identity: Auth) -> dict[str, Any]:
+        """Start a blinded session over the fields where both sources have a mask."""
+        rater = user_name(identity, body.rater)
+        methods = body.methods or tuple(results.sources[:2])
+        if len(methods) != 2 or any(m not in results.sources for m in methods):
+            raise HTTPException(
+                422, f"methods must be two of {list(results.sources)}, got {list(methods)}"
+            )
+        a, b = methods
+        fields = [
+            name
+            for name in results.fields
+            if results.mask_path(results.field_key(name), a).is_file()
+            and results.mask_path(results.field_key(name), b).is_file()
+        ]
+        try:
+            session = rating_mod.create_session(
+                results.root, rater, (a, b), fields, n_fields=body.n_fields, rng=body.seed
+            )
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from exc
+        return session_view(session)
+
+    @app.get("/api/rating/sessions/{sid}")
+    def get_session(sid: str) -> dict[str, Any]:
+        """The session's fields (in rating order) and which are rated; never the slot map."""
+        return session_view(session_or_404(sid))
+
+    def item_or_404(session: rating_mod.RatingSession, index: int) -> rating_mod.RatingItem:
+        if not 0 <= index < len(session.items):
+            raise HTTPException(
+                404, f"item {index} outside session of {len(session.items)} item(s)"
+            )
+        return session.items[index]
+
+    @app.get("/api/rating/sessions/{sid}/items/{index}/masks/{slot}")
+    def rating_mask(sid: str, index: int, slot: str) -> Response:
+        """The mask shown in ``slot`` (A or B), as raw (H, W) uint8 bytes."""
+        session = session_or_404(sid)
+        item = item_or_404(session, index)
+        if slot not in item.slots:
+            raise HTTPException(404, f"slot must be one of {list(rating_mod.SLOTS)}")
+        mask = results.mask(results.field_key(item.field), item.slots[slot])
+        if mask is None:
+            raise HTTPException(404, f"the {slot} mask of {item.field} is missing")
+        return _raw(mask)
+
+    @app.post("/api/rating/sessions/{sid}/items/{index}", status_code=201)
+    def rate(sid: str, index: int, body: ScoresRequest, _identity: Auth) -> dict[str, Any]:
+        """Store one score per slot (1–10) for item ``index``."""
+        session = session_or_404(sid)
+        item_or_404(session, index)
+        try:
+            lines = rating_mod.record_scores(results.root, session, index, body.scores)
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from exc
+        remaining = sum(not it["rated"] for it in session_view(session)["items"])
+        return {"recorded": len(lines), "remaining": remaining}
+
+    return app
+
+
+def serve(
+    results_dir: Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    export: Path | None = None,
+    settings: ReviewSettings | None = None,
+) -> None:  # pragma: no cover - exercised by hand and through the browser test's server
+    """Open ``results_dir`` and serve the app with uvicorn until interrupted."""
+    import uvicorn
+
+    results = ResultsFolder(results_dir, export=export)
+    settings, generated = (settings or ReviewSettings()).with_token()
+    app = create_app(results, settings)
+    token = settings.token.get_secret_value() if settings.token else ""
+    shown = "localhost" if host in ("0.0.0.0", "::") else host
+    print(f"phagoflow review: plate {results.plate_id}, {len(results.fields)} fields")
+    print(f"  open http://{shown}:{port}/#token={token}")
+    if generated:
+        print("  (token generated for this run; set PHAGOFLOW_REVIEW_TOKEN to fix one)")
+    uvicorn.run(app, host=host, port=port, log_level="info")

@@ -1,0 +1,204 @@
+"""Validated mask uploads and curated masks with provenance.
+
+An upload is the request body in one of two encodings, chosen by ``Content-Type``:
+``application/x-npy`` (a NumPy ``.npy`` file, what the browser sends) or ``image/tiff`` (a
+single-page TIFF, for scripts). :func:`decode_mask` checks size, encoding, dtype (uint8), shape
+(equal to the field) and labels (0, 1, 2) and raises :class:`UploadError` carrying the HTTP status
+and a message that names what was expected. :func:`save_curated` writes
+``RESULTS/curated/rRRcCCfFFpPP.tiff`` and its JSON sidecar atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import tifffile
+
+from phagoflow import __version__
+
+__all__ = [
+    "MASK_MEDIA_TYPES",
+    "UploadError",
+    "decode_mask",
+    "save_curated",
+]
+
+#: Accepted ``Content-Type`` values of a mask upload.
+MASK_MEDIA_TYPES = ("application/x-npy", "image/tiff")
+
+_MAX_LABEL = 2
+
+
+class UploadError(ValueError):
+    """A rejected upload: ``status`` is the HTTP status to answer, the message says why."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def decode_mask(
+    body: bytes, media_type: str, shape: tuple[int, int], *, max_bytes: int
+) -> npt.NDArray[np.uint8]:
+    """Decode and validate an uploaded label mask.
+
+    Parameters
+    ----------
+    body : bytes
+        The request body.
+    media_type : {'application/x-npy', 'image/tiff'}
+        Its ``Content-Type`` (parameters after ``;`` are ignored).
+    shape : (H, W) tuple of int
+        The field size in pixels; the mask must have exactly this shape.
+    max_bytes : int
+        Size limit of ``body`` in bytes.
+
+    Returns
+    -------
+    (H, W) ndarray of uint8
+        Labels 0 background, 1 phagophore, 2 autolysosome.
+
+    Raises
+    ------
+    UploadError
+        413 too large, 415 unsupported media type, 400 undecodable body, 422 wrong dtype,
+        shape or labels.
+    """
+    media = media_type.split(";")[0].strip().lower()
+    if len(body) > max_bytes:
+        raise UploadError(413, f"upload of {len(body)} bytes exceeds the limit of {max_bytes}")
+    if media not in MASK_MEDIA_TYPES:
+        raise UploadError(
+            415, f"unsupported Content-Type {media!r}; send one of {list(MASK_MEDIA_TYPES)}"
+        )
+    if not body:
+        raise UploadError(400, "empty upload: the body must hold the mask")
+    try:
+        if media == "application/x-npy":
+            array = np.load(io.BytesIO(body), allow_pickle=False)
+        else:
+            with tifffile.TiffFile(io.BytesIO(body)) as tif:
+                if len(tif.pages) != 1:
+                    raise UploadError(422, f"TIFF has {len(tif.pages)} pages; expected 1")
+                array = tif.pages[0].asarray()
+    except UploadError:
+        raise
+    except Exception as exc:
+        raise UploadError(400, f"cannot decode the {media} body: {exc}") from exc
+    if not isinstance(array, np.ndarray):
+        raise UploadError(400, f"the {media} body does not hold an array")
+    if array.dtype != np.uint8:
+        raise UploadError(422, f"mask dtype is {array.dtype}; expected uint8")
+    if array.shape != tuple(shape):
+        raise UploadError(
+            422, f"mask shape {tuple(array.shape)} does not match the field shape {tuple(shape)}"
+        )
+    top = int(array.max(initial=0))
+    if top > _MAX_LABEL:
+        bad = int(np.count_nonzero(array > _MAX_LABEL))
+        raise UploadError(
+            422,
+            f"mask holds label {top} ({bad} pixel(s) above {_MAX_LABEL}); allowed labels are "
+            "0 background, 1 phagophore, 2 autolysosome",
+        )
+    return np.ascontiguousarray(array)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def save_curated(
+    mask: npt.NDArray[np.uint8],
+    mask_path: Path,
+    sidecar_path: Path,
+    *,
+    plate_id: str,
+    field: str,
+    user: str,
+    started_from: str,
+    start_mask: npt.NDArray[np.uint8] | None,
+    seconds_editing: float,
+    authenticated_user: bool,
+    previous: dict[str, Any] | None = None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Write a curated mask and its provenance sidecar; return the sidecar.
+
+    Parameters
+    ----------
+    mask : (H, W) ndarray of uint8
+        The validated curated mask.
+    mask_path, sidecar_path : Path
+        ``RESULTS/curated/<field>.tiff`` and ``.json``, built by the caller from a catalogue key.
+    plate_id, field : str
+        Identity of the field.
+    user : str
+        Who curated it.
+    started_from : str
+        Mask source the correction started from (``cip``, ``cdl``, ``curated`` or ``empty``).
+    start_mask : (H, W) ndarray of uint8, optional
+        That mask as stored now, to record its checksum and the number of changed pixels.
+    seconds_editing : float
+        Time the user spent editing, in seconds (measured by the client).
+    authenticated_user : bool
+        True when ``user`` comes from a personal token rather than the client's declaration.
+    previous : dict, optional
+        The sidecar of the curated mask being replaced; kept under ``history``.
+    now : datetime, optional
+        Save time (UTC); default now.
+
+    Returns
+    -------
+    dict
+        The provenance written to ``sidecar_path``.
+    """
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, mask, compression="zlib", metadata=None)
+    data = buf.getvalue()
+    counts = np.bincount(mask.ravel(), minlength=3)
+    history: list[dict[str, Any]] = []
+    if previous:
+        history = list(previous.get("history", []))
+        history.append({k: v for k, v in previous.items() if k != "history"})
+    doc: dict[str, Any] = {
+        "plate_id": plate_id,
+        "field": field,
+        "user": user,
+        "user_authenticated": authenticated_user,
+        "saved_at": (now or datetime.now(UTC)).isoformat(timespec="seconds"),
+        "started_from": started_from,
+        "started_from_sha256": (
+            _sha256(np.ascontiguousarray(start_mask).tobytes()) if start_mask is not None else None
+        ),
+        "pixels_changed": (
+            int(np.count_nonzero(start_mask != mask)) if start_mask is not None else None
+        ),
+        "seconds_editing": round(float(seconds_editing), 3),
+        "mask_sha256": _sha256(np.ascontiguousarray(mask).tobytes()),
+        "pixels_per_class": {
+            "background": int(counts[0]),
+            "phagophore": int(counts[1]),
+            "autolysosome": int(counts[2]),
+        },
+        "phagoflow_version": __version__,
+        "history": history,
+    }
+    _atomic_write(mask_path, data)
+    _atomic_write(sidecar_path, (json.dumps(doc, indent=2) + "\n").encode())
+    return doc
