@@ -10,7 +10,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 DEMO_DIR  ?= demo-out
 DEMO_METHOD ?= cip
 
-.PHONY: help venv demo test test-fast lint bench model experiment clean
+.PHONY: help venv demo test test-fast lint bench model experiment review up down stack-status e2e bench-stream clean
 
 help:
 	@echo "make demo        simulate a small plate and process it with no servers"
@@ -20,6 +20,12 @@ help:
 	@echo "make bench       run the benchmarks in benchmarks/ and print their figures"
 	@echo "make model       retrain the packaged default CDL model on simulated plates"
 	@echo "make experiment  the paper's CIP-vs-CDL experiment on simulated plates"
+	@echo "make review      open the review-and-correct web app on the demo results"
+	@echo "make up          start the local stack (Kafka, S3, Triton, Prometheus, services); prints endpoints"
+	@echo "make down        stop the local stack"
+	@echo "make stack-status  what runs, where, with how much memory"
+	@echo "make e2e         a simulated plate through the running stack, checked against phagoflow run"
+	@echo "make bench-stream  latency and throughput of the running stack"
 
 venv: $(STAMP)
 
@@ -54,6 +60,25 @@ model: $(STAMP)
 
 experiment: $(STAMP)
 	$(BIN)/python scripts/experiment.py
+
+review: $(STAMP)
+	test -f $(DEMO_DIR)/results/run.json || $(MAKE) demo
+	$(BIN)/phagoflow review $(DEMO_DIR)/results
+
+up: $(STAMP)
+	$(BIN)/phagoflow stack up
+
+down: $(STAMP)
+	$(BIN)/phagoflow stack down
+
+stack-status: $(STAMP)
+	$(BIN)/phagoflow stack status
+
+e2e: $(STAMP)
+	$(BIN)/python -m phagoflow.stack.e2e
+
+bench-stream: $(STAMP)
+	$(BIN)/python -m phagoflow.stack.bench --wells 8 --fields 2 --interval 2
 
 clean:
 	rm -rf $(DEMO_DIR) bench-out experiment-out .pytest_cache .mypy_cache .ruff_cache

@@ -124,7 +124,11 @@ def get_arg_parser() -> argparse.ArgumentParser:
         help="true masks (e.g. OUT/truth of `phagoflow simulate`), for validation reporting only",
     )
     p.add_argument(
-        "--init", type=Path, default=None, metavar="MODEL_DIR", help="fine-tune from this model"
+        "--init",
+        default=None,
+        metavar="MODEL_DIR|default",
+        help="fine-tune from this model folder ('default': the packaged CDL model) — MDL from "
+        "curated masks: --labels RESULTS/curated --init default",
     )
     p.add_argument(
         "--config",
@@ -282,6 +286,35 @@ def get_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="output folder (RESULTS_DIR/ratings)")
     p.set_defaults(func=_cmd_rating_report)
 
+    # serve (issue 4) -------------------------------------------------------------------
+    p = sub.add_parser(
+        "serve",
+        help="run a streaming service (ingest, cip, inference, metrics) until SIGTERM",
+        description=(
+            "Run one streaming service; settings come from PHAGOFLOW_* environment variables "
+            "(see docs/streaming.md): PHAGOFLOW_KAFKA_BOOTSTRAP, PHAGOFLOW_S3_ENDPOINT, "
+            "PHAGOFLOW_BUCKET, PHAGOFLOW_WATCH_DIR, PHAGOFLOW_METRICS_PORT, ..."
+        ),
+    )
+    p.add_argument(
+        "service", choices=("ingest", "cip", "inference", "metrics"), help="service to run"
+    )
+    p.set_defaults(func=_cmd_serve)
+
+    # stack (issue 4) -------------------------------------------------------------------
+    p = sub.add_parser(
+        "stack",
+        help="start, stop or inspect the local full stack (Kafka, S3, Triton, services)",
+        description=(
+            "up: start tansu, the S3 server, Triton (when a model is available), Prometheus (when "
+            "installed) and the services on loopback, detached, and print the endpoints; down: "
+            "stop them; status: which are alive and ready. State and logs in var/stack."
+        ),
+    )
+    p.add_argument("action", choices=("up", "down", "status"))
+    p.add_argument("--json", action="store_true", help="status as JSON")
+    p.set_defaults(func=_cmd_stack)
+
     return parser
 
 
@@ -385,7 +418,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from phagoflow.embedded.train import train_model
 
     _, cip_params = _settings_cip(args.cip_params)
+    from phagoflow.core.inference import default_model_dir
+
     labels: str | Path = "cip" if args.labels == "cip" else Path(args.labels)
+    init = None if args.init is None else Path(args.init)
+    if args.init == "default":
+        init = default_model_dir()
     try:
         fields = json.loads(args.config.read_text()) if args.config is not None else {}
         if not isinstance(fields, dict):
@@ -402,7 +440,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             labels=labels,
             config=config,
             truth=args.truth,
-            init=args.init,
+            init=init,
             cip_params=cip_params,
             overwrite=args.overwrite,
             name=args.name,
@@ -537,6 +575,40 @@ def _cmd_rating_report(args: argparse.Namespace) -> int:
     out = write_rating_report(args.results, args.out)
     print(format_rating_report(rating_report(read_ratings(args.results))))
     print(f"report: {out / 'report.json'}, {out / 'report.png'}")
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from phagoflow.services import serve_service
+
+    return serve_service(args.service)
+
+
+def _cmd_stack(args: argparse.Namespace) -> int:
+    from phagoflow.stack.local import stack_down, stack_status, stack_up
+    from phagoflow.stack.process import StackError
+
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+    try:
+        if args.action == "up":
+            stack_up()
+        elif args.action == "down":
+            stack_down()
+        else:
+            status = stack_status()
+            if args.json:
+                print(json.dumps(status, indent=2))
+            else:
+                for p in status["processes"]:
+                    state = "ready" if p["ready"] else "running" if p["running"] else "down"
+                    rss = f"{p['rss_mib']:7.1f} MiB" if p.get("rss_mib") is not None else " " * 11
+                    print(f"{p['name']:<11} {state:<8} pid {p['pid']:<8} {rss}  {p['url']}")
+                if not status["processes"]:
+                    print("no local stack recorded (phagoflow stack up)")
+            return 0 if status["up"] else 3
+    except StackError as exc:
+        print(f"phagoflow: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

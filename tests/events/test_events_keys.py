@@ -166,3 +166,13 @@ def test_event_key_for_each_event_type() -> None:
         ev.event_key(ev.ObjectRef(key="x"))
     with pytest.raises(ValueError, match="plate id"):
         ev.event_key(ev.MaskReady())
+
+
+def test_manifest_and_report_keys() -> None:
+    assert ev.manifest_object_key("P 1/x") == "manifests/P%201%2Fx/ingest.json"
+    assert ev.report_object_key("P1", "wells.csv") == "reports/P1/wells.csv"
+    for bad in ("", "a/b", "..", "."):
+        with pytest.raises(ValueError, match="plain file name"):
+            ev.report_object_key("P1", bad)
+    with pytest.raises(ValueError, match="plate id"):
+        ev.manifest_object_key("")

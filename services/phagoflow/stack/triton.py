@@ -1,0 +1,166 @@
+"""A local Triton Inference Server: the ``tritonserver`` shipped in ``nvidia-pytriton``.
+
+It serves a plain model repository (``model_repository/`` of this project) on CPU. Three traps,
+all handled here (see ENVIRONMENT.md):
+
+1. the Python-backend stub links the system ``libpython3.11`` and crashes with pyenv's stdlib
+   unless ``LD_LIBRARY_PATH`` starts with this interpreter's ``LIBDIR``;
+2. the stub drops ``PYTHONPATH``: the venv's site-packages are passed to ``model.py`` in
+   ``PHAGOFLOW_TRITON_SITE_PACKAGES`` instead;
+3. numpy 2 makes the Python backend return empty tensors: the venv keeps numpy < 2.
+
+Only the Python backend is bundled, so the local model runs ONNX Runtime inside a Python-backend
+model; production Triton images serve the same ``model.onnx`` with the onnxruntime or TensorRT
+backends. The backend folder Triton wants (``backends/python`` with the stub next to the
+backend library) is assembled in a work folder.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import site
+import sysconfig
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, ClassVar
+
+from phagoflow.stack.process import ManagedProcess, StackError, free_port
+
+__all__ = ["TritonServer", "pytriton_root"]
+
+
+def pytriton_root() -> Path:
+    """``pytriton/tritonserver`` inside the installed ``nvidia-pytriton`` wheel."""
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
+        raise StackError("Triton needs nvidia-pytriton: pip install 'nvidia-pytriton==0.7.0'")
+    root = Path(next(iter(spec.submodule_search_locations))) / "tritonserver"
+    if not (root / "bin" / "tritonserver").is_file():
+        raise StackError(f"nvidia-pytriton is installed but has no tritonserver under {root}")
+    return root
+
+
+class TritonServer(ManagedProcess):
+    """tritonserver on loopback serving a model repository; :attr:`port` is the gRPC port.
+
+    Parameters
+    ----------
+    model_repository : Path
+        Folder of models (``<name>/config.pbtxt``, ``<name>/<version>/model.py``).
+    model_env : mapping, optional
+        Extra environment for the models, e.g. ``PHAGOFLOW_MODEL_ONNX``.
+    workdir : Path, optional
+        Where the backend folder is assembled (a temporary folder by default).
+    http_port, metrics_port : int
+        Triton's HTTP (readiness) and metrics ports; 0 picks free ones.
+    **kwargs
+        :class:`~phagoflow.stack.process.ManagedProcess` options; ``port`` is the gRPC port.
+    """
+
+    name: ClassVar[str] = "triton"
+
+    def __init__(
+        self,
+        model_repository: Path,
+        *,
+        model_env: dict[str, str] | None = None,
+        workdir: Path | None = None,
+        http_port: int = 0,
+        metrics_port: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("startup_timeout_s", 120.0)
+        env = dict(kwargs.pop("env", None) or {})
+        env.update(_python_backend_env())
+        env.update(model_env or {})
+        super().__init__(env=env, **kwargs)
+        self.model_repository = Path(model_repository).resolve()
+        self._workdir = Path(workdir) if workdir is not None else None
+        self.http_port = http_port
+        self.metrics_port = metrics_port
+
+    @property
+    def url(self) -> str:
+        """gRPC address ``127.0.0.1:PORT`` (what ``tritonclient.grpc`` takes)."""
+        return f"{self.host}:{self.port}"
+
+    @property
+    def http_url(self) -> str:
+        """``http://127.0.0.1:HTTP_PORT``."""
+        return f"http://{self.host}:{self.http_port}"
+
+    def backend_dir(self) -> Path:
+        """``<workdir>/backends`` with ``python/`` = backend library + utils + 3.11 stub."""
+        if self._workdir is None:
+            self._workdir = Path(tempfile.mkdtemp(prefix="phagoflow-triton-"))
+        root = pytriton_root()
+        python = self._workdir / "backends" / "python"
+        python.mkdir(parents=True, exist_ok=True)
+        sources = [
+            *(p for p in (root / "backends" / "python").iterdir() if p.is_file()),
+            root / "python_backend_stubs" / "3.11" / "triton_python_backend_stub",
+        ]
+        for src in sources:
+            dst = python / src.name
+            if not dst.exists() or dst.stat().st_size != src.stat().st_size:
+                shutil.copy2(src, dst)
+        return self._workdir / "backends"
+
+    def command(self) -> list[str]:
+        if not self.model_repository.is_dir():
+            raise StackError(f"no model repository at {self.model_repository}")
+        if self.http_port == 0:
+            self.http_port = free_port(self.host)
+        if self.metrics_port == 0:
+            self.metrics_port = free_port(self.host)
+        return [
+            str(pytriton_root() / "bin" / "tritonserver"),
+            f"--model-repository={self.model_repository}",
+            f"--backend-directory={self.backend_dir()}",
+            f"--grpc-port={self.port}",
+            f"--grpc-address={self.host}",
+            f"--http-port={self.http_port}",
+            f"--http-address={self.host}",
+            f"--metrics-port={self.metrics_port}",
+            "--allow-metrics=true",
+            "--allow-gpu-metrics=false",
+            "--log-verbose=0",
+        ]
+
+    def is_ready(self) -> bool:
+        """Triton answers ``/v2/health/ready`` (every model loaded)."""
+        try:
+            url = f"{self.http_url}/v2/health/ready"
+            with urllib.request.urlopen(url, timeout=1.0) as resp:
+                return bool(resp.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def describe(self) -> dict[str, Any]:
+        info = super().describe()
+        info.update(
+            grpc=self.url if self._port else None,
+            http=self.http_url if self.http_port else None,
+            metrics_port=self.metrics_port or None,
+            model_repository=str(self.model_repository),
+        )
+        return info
+
+
+def _python_backend_env() -> dict[str, str]:
+    """LD_LIBRARY_PATH (trap 1) and the venv's site-packages for model.py (trap 2)."""
+    libdir = str(sysconfig.get_config_var("LIBDIR") or "")
+    # the copied stub's RPATH ($ORIGIN/../../../../nvidia_pytriton.libs) no longer resolves
+    wheel_libs = str(pytriton_root().parent.parent / "nvidia_pytriton.libs")
+    old = os.environ.get("LD_LIBRARY_PATH", "")
+    folders = [sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
+    folders += site.getsitepackages()
+    unique = list(dict.fromkeys(f for f in folders if f))
+    return {
+        "LD_LIBRARY_PATH": os.pathsep.join(p for p in (libdir, wheel_libs, old) if p),
+        "PHAGOFLOW_TRITON_SITE_PACKAGES": os.pathsep.join(unique),
+    }

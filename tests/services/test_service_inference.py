@@ -1,0 +1,140 @@
+"""inference service with a real Triton (nvidia-pytriton's tritonserver, Python backend + ONNX
+Runtime) serving model_repository/autophagy_unet_cpu: same CDL masks as `phagoflow run`."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from svc_testing import LocalStack, wait_for
+from test_service_cip import _ingest_all
+
+from phagoflow import events as ev
+from phagoflow.core.model_dir import save_model_dir
+from phagoflow.core.normalisation import NormalisationConfig
+from phagoflow.core.simulate import SimulatedPlate
+from phagoflow.core.unet import UNet, UNetConfig
+from phagoflow.embedded.run import RunResult, run_plate
+from phagoflow.services.cip import CipService, CipSettings
+from phagoflow.services.inference import InferenceService, InferenceSettings
+from phagoflow.stack import TritonServer
+
+REPO = Path(__file__).resolve().parents[2] / "model_repository"
+MODEL = "autophagy_unet_cpu"
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-init U-Net folder: exercises the CDL path, not its quality."""
+    torch.manual_seed(0)
+    config = UNetConfig(base_channels=4)
+    path = tmp_path_factory.mktemp("model") / "m"
+    save_model_dir(path, UNet(config).eval(), config, NormalisationConfig(), name="test-unet")
+    return path
+
+
+@pytest.fixture(scope="module")
+def triton(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
+    server = TritonServer(
+        REPO,
+        model_env={"PHAGOFLOW_MODEL_ONNX": str(model_dir / "model.onnx")},
+        log_path=tmp_path_factory.mktemp("triton") / "triton.log",
+        startup_timeout_s=90,
+    )
+    with server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def cdl_reference(
+    sim_plate: SimulatedPlate, model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> RunResult:
+    return run_plate(
+        sim_plate.export_dir,
+        tmp_path_factory.mktemp("cdlref"),
+        methods=("cdl",),
+        model_dir=model_dir,
+        progress=False,
+    )
+
+
+def _inference(stack: LocalStack, triton: TritonServer, model_dir: Path, **kw: object) -> Any:
+    settings = stack.settings(
+        InferenceSettings,
+        triton_url=triton.url,
+        triton_model=MODEL,
+        model_dir=model_dir,
+        **kw,
+    )
+    return InferenceService(settings, http_port=0)
+
+
+def test_cdl_through_triton_equals_embedded_run(
+    local_stack: LocalStack,
+    sim_plate: SimulatedPlate,
+    triton: TritonServer,
+    model_dir: Path,
+    cdl_reference: RunResult,
+) -> None:
+    n = _ingest_all(local_stack, sim_plate)
+    svc = local_stack.start(_inference(local_stack, triton, model_dir))
+    records = local_stack.read(ev.Topic.MASKS_CDL.value, min_count=n, timeout_s=90)
+    assert len(records) == n
+    by_name = {o.name: o for o in cdl_reference.outcomes}
+    store = local_stack.store()
+    for rec in records:
+        event = rec.event
+        assert isinstance(event, ev.MaskReady)
+        assert event.method == ev.Method.METHOD_CDL
+        assert (event.model_name, event.model_version) == (MODEL, "1")  # as Triton reports it
+        counts = ev.field_counts_from_mask_ready(event)
+        ref = by_name[counts.key.name]
+        assert counts == ref.counts
+        mask = tifffile.imread(io.BytesIO(store.get_bytes(event.mask.key)))
+        ref_mask = tifffile.imread(
+            cdl_reference.out_dir / "masks" / "cdl" / f"{counts.key.name}.tiff"
+        )
+        np.testing.assert_array_equal(mask, ref_mask)
+    assert svc.backend is not None and svc.backend.requests >= n
+
+
+@pytest.mark.slow
+def test_triton_away_inference_waits_cip_flows(
+    local_stack: LocalStack,
+    sim_plate: SimulatedPlate,
+    triton: TritonServer,
+    model_dir: Path,
+) -> None:
+    """Triton frozen for a while: inference postpones and recovers, CIP results keep flowing."""
+    triton.pause()
+    try:
+        n = _ingest_all(local_stack, sim_plate)
+        inference = _inference(
+            local_stack,
+            triton,
+            model_dir,
+            triton_timeout_s=1.0,
+            triton_retries=2,
+            triton_ready_timeout_s=2.0,
+        )
+        local_stack.start(inference, wait_ready=False)
+        local_stack.start(CipService(local_stack.settings(CipSettings), http_port=0))
+        cip = local_stack.read(ev.Topic.MASKS_CIP.value, min_count=n, timeout_s=60)
+        assert len(cip) == n  # CIP is not held up by Triton
+        assert local_stack.read(ev.Topic.MASKS_CDL.value, timeout_s=5) == []
+        assert inference.readiness()[0] is False
+        time.sleep(2.0)
+    finally:
+        triton.resume()
+    cdl = local_stack.read(ev.Topic.MASKS_CDL.value, min_count=n, timeout_s=90)
+    assert sorted(ev.field_key(r.event.field).name for r in cdl if r.event) == sorted(
+        ev.field_key(r.event.field).name for r in cip if r.event
+    )
+    wait_for(lambda: inference.readiness()[0])
