@@ -7,10 +7,10 @@ import html
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import tifffile
+from numpy.typing import NDArray
 
 from phagoflow.core.counting import WellSummary
 from phagoflow.core.opera import PlateCatalogue, load_field
@@ -27,14 +27,14 @@ _CLASSES = (("phagophores", "Blues"), ("autolysosomes", "Reds"))
 
 def heatmap_panels(
     catalogue: PlateCatalogue, wells: Sequence[WellSummary], methods: Sequence[str]
-) -> tuple[list[tuple[str, np.ndarray]], list[str]]:
+) -> tuple[list[tuple[str, NDArray[Any]]], list[str]]:
     """Grids for the plate heat-map: total counts per class and method, plus disagreement.
 
     Returns (panels, colour maps). When both ``cip`` and ``cdl`` ran, one more panel per class
     shows the per-well CIP-vs-CDL disagreement (see
     :func:`phagoflow.core.counting.well_disagreement`).
     """
-    panels: list[tuple[str, np.ndarray]] = []
+    panels: list[tuple[str, NDArray[Any]]] = []
     cmaps: list[str] = []
     for method in methods:
         for attr, cmap in _CLASSES:

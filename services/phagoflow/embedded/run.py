@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 import tifffile
+from numpy.typing import NDArray
 from tqdm import tqdm
 
 from phagoflow import __version__
@@ -125,7 +126,7 @@ def _mask_path(out_dir: Path, method: str, name: str) -> Path:
     return out_dir / "masks" / method / f"{name}.tiff"
 
 
-def _write_mask(path: Path, mask: np.ndarray) -> None:
+def _write_mask(path: Path, mask: NDArray[Any]) -> None:
     """Write atomically: a crash never leaves a half-written mask that a re-run would trust."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -133,7 +134,7 @@ def _write_mask(path: Path, mask: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-def _read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray | None:
+def _read_mask(path: Path, shape: tuple[int, ...]) -> NDArray[Any] | None:
     try:
         mask = tifffile.imread(path)
     except Exception:

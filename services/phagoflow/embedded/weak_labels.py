@@ -13,9 +13,11 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tifffile
+from numpy.typing import NDArray
 from tqdm import tqdm
 
 from phagoflow.core.cip import CipParameters
@@ -46,13 +48,13 @@ class LabelledField:
 
     plate_id: str
     name: str
-    image: np.ndarray  #: float32 (2, H, W) [DsRed, pHluorin]
-    label: np.ndarray  #: uint8 (H, W) in {0, 1, 2}
+    image: NDArray[Any]  #: float32 (2, H, W) [DsRed, pHluorin]
+    label: NDArray[Any]  #: uint8 (H, W) in {0, 1, 2}
     pixel_size_um: float
     sha256: str  #: checksum of the raw field pixels (training provenance)
 
 
-def read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
+def read_mask(path: Path, shape: tuple[int, ...]) -> NDArray[Any]:
     """Read a uint8 class mask and check it: shape ``shape``, values in {0, 1, 2}.
 
     Raises
@@ -83,8 +85,8 @@ def load_masks_dir(directory: Path) -> dict[str, Path]:
 
 
 def _cip_label(
-    cat: PlateCatalogue, rec: FieldRecord, image: np.ndarray, seg: CipSegmenter, cache: Path
-) -> np.ndarray:
+    cat: PlateCatalogue, rec: FieldRecord, image: NDArray[Any], seg: CipSegmenter, cache: Path
+) -> NDArray[Any]:
     path = cache / cat.index_sha256[:16] / seg.fingerprint[:16] / f"{rec.key.name}.tiff"
     if path.exists():
         try:

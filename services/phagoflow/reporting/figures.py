@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -16,6 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
+from numpy.typing import NDArray
 from skimage.segmentation import find_boundaries
 
 __all__ = [
@@ -34,7 +36,7 @@ CLASS_COLOURS: Mapping[int, tuple[float, float, float]] = {
 }
 
 
-def composite_rgb(image: np.ndarray, *, low: float = 0.5, high: float = 99.8) -> np.ndarray:
+def composite_rgb(image: NDArray[Any], *, low: float = 0.5, high: float = 99.8) -> NDArray[Any]:
     """Red/green composite of a Rosella field.
 
     Parameters
@@ -57,20 +59,20 @@ def composite_rgb(image: np.ndarray, *, low: float = 0.5, high: float = 99.8) ->
     return rgb
 
 
-def overlay_mask(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def overlay_mask(rgb: NDArray[Any], mask: NDArray[Any]) -> NDArray[Any]:
     """Draw class outlines of ``mask`` (uint8 (H, W), 0/1/2) on ``rgb`` ((H, W, 3) in [0, 1])."""
     if rgb.shape[:2] != mask.shape:
         raise ValueError(f"rgb {rgb.shape[:2]} and mask {mask.shape} differ in shape")
     out = rgb.copy()
     for cls, colour in CLASS_COLOURS.items():
-        edges = find_boundaries(mask == cls, mode="outer")
+        edges = find_boundaries(mask == cls, mode="outer")  # type: ignore[no-untyped-call]
         out[edges] = colour
     return out
 
 
 def save_overlay_png(
-    image: np.ndarray,
-    masks: Mapping[str, np.ndarray],
+    image: NDArray[Any],
+    masks: Mapping[str, NDArray[Any]],
     path: Path | None = None,
     *,
     title: str = "",
@@ -100,7 +102,7 @@ def save_overlay_png(
 
 def plate_grid(
     values: Mapping[tuple[int, int], float], plate_rows: int, plate_columns: int
-) -> np.ndarray:
+) -> NDArray[Any]:
     """Place per-well values on the plate layout.
 
     Parameters
@@ -120,7 +122,7 @@ def plate_grid(
 
 
 def plot_plate_heatmaps(
-    panels: Sequence[tuple[str, np.ndarray]],
+    panels: Sequence[tuple[str, NDArray[Any]]],
     path: Path | None = None,
     *,
     title: str = "",
@@ -139,7 +141,7 @@ def plot_plate_heatmaps(
         cmap = plt.get_cmap(cmaps[i] if cmaps else "viridis").with_extremes(bad="#dddddd")
         finite = grid[np.isfinite(grid)]
         vmax = float(finite.max()) if finite.size else 1.0
-        im = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=0.0, vmax=max(vmax, 1e-9))
+        im = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=0.0, vmax=max(vmax, 1e-9))  # type: ignore[no-untyped-call]
         rows, cols = grid.shape
         ax.set_xticks(range(cols), [str(c + 1) for c in range(cols)], fontsize=7)
         ax.set_yticks(range(rows), [_row_letter(r + 1) for r in range(rows)], fontsize=7)
