@@ -315,6 +315,13 @@ def get_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="status as JSON")
     p.set_defaults(func=_cmd_stack)
 
+    # model registry and GPU training jobs (issue 5; parsers and handlers in their packages) --
+    from phagoflow.k8s.cli import add_train_job_commands
+    from phagoflow.registry.cli import add_model_commands
+
+    add_model_commands(sub)
+    add_train_job_commands(sub)
+
     return parser
 
 

@@ -25,6 +25,7 @@ import sysconfig
 import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -57,6 +58,10 @@ class TritonServer(ManagedProcess):
         Where the backend folder is assembled (a temporary folder by default).
     http_port, metrics_port : int
         Triton's HTTP (readiness) and metrics ports; 0 picks free ones.
+    models : sequence of str
+        Models to load (explicit model control): the repository also holds the GPU configs
+        (``autophagy_unet`` with the onnxruntime backend, ``autophagy_unet_trt``) that this CPU
+        tritonserver, which has only the Python backend, cannot load.
     **kwargs
         :class:`~phagoflow.stack.process.ManagedProcess` options; ``port`` is the gRPC port.
     """
@@ -71,6 +76,7 @@ class TritonServer(ManagedProcess):
         workdir: Path | None = None,
         http_port: int = 0,
         metrics_port: int = 0,
+        models: Sequence[str] = ("autophagy_unet_cpu",),
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("startup_timeout_s", 120.0)
@@ -82,6 +88,7 @@ class TritonServer(ManagedProcess):
         self._workdir = Path(workdir) if workdir is not None else None
         self.http_port = http_port
         self.metrics_port = metrics_port
+        self.models = tuple(models)
 
     @property
     def url(self) -> str:
@@ -129,6 +136,8 @@ class TritonServer(ManagedProcess):
             "--allow-metrics=true",
             "--allow-gpu-metrics=false",
             "--log-verbose=0",
+            "--model-control-mode=explicit",
+            *(f"--load-model={m}" for m in self.models),
         ]
 
     def is_ready(self) -> bool:
