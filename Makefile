@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 DEMO_DIR  ?= demo-out
-DEMO_METHOD ?= cip
+DEMO_METHOD ?= all
 
 .PHONY: help venv demo test test-fast lint bench model experiment review up down stack-status e2e bench-stream clean
 

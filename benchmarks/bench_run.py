@@ -47,7 +47,7 @@ def one_run(export: Path, method: str, workers: int) -> tuple[float, float, int]
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--methods", default="cip")
+    ap.add_argument("--methods", default="cip,all")
     ap.add_argument("--workers", default="1,2")
     args = ap.parse_args()
     export = ensure_plate()

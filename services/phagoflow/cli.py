@@ -464,6 +464,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     for key, label in (("val_miou_weak", "labels"), ("val_miou_truth", "truth")):
         if best.get(key) is not None:
             print(f"  validation mean IoU vs {label}: {best[key]:.3f}")
+    for warning in result.card.training.get("warnings", []):
+        print(f"  WARNING: {warning}", file=sys.stderr)
     print(f"  written to {result.model_dir}")
     return 0
 

@@ -247,3 +247,24 @@ def test_training_with_intensity_augmentation_is_deterministic() -> None:
     assert [r.train_loss for r in a.history] == [r.train_loss for r in b.history]
     plain = train_unet(_data(), _config(), progress=False)
     assert [r.train_loss for r in a.history] != [r.train_loss for r in plain.history]
+
+
+def test_unlearned_class_is_reported_in_warnings_and_card() -> None:
+    import dataclasses
+
+    out = train_unet(_data(), _config(), progress=False)
+    rec = out.history[out.best_epoch - 1]
+    good = dataclasses.replace(rec, val_iou_weak=[0.99, 0.40, 0.60])
+    bad = dataclasses.replace(rec, val_iou_weak=[0.99, 0.01, 0.60])
+    absent = dataclasses.replace(rec, val_iou_weak=[0.99, None, 0.60])
+    history = list(out.history)
+    history[out.best_epoch - 1] = good
+    assert dataclasses.replace(out, history=history).warnings == []
+    history[out.best_epoch - 1] = absent
+    assert dataclasses.replace(out, history=history).warnings == []
+    history[out.best_epoch - 1] = bad
+    flagged = dataclasses.replace(out, history=history)
+    assert len(flagged.warnings) == 1
+    assert "phagophore not learned" in flagged.warnings[0]
+    assert flagged.card_extra()["warnings"] == flagged.warnings
+    json.dumps(flagged.card_extra())

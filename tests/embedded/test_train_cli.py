@@ -139,6 +139,25 @@ def test_init_fine_tunes_from_a_model_folder(plate: Path, mdl_model: Path, tmp_p
     assert card2.version != card1.version  # trained further
 
 
+def test_init_default_fine_tunes_the_packaged_model(plate: Path, tmp_path: Path) -> None:
+    """MDL from curated masks: `--labels CURATED --init default` starts from the shipped CDL."""
+    from phagoflow.core.inference import default_model_dir
+
+    _, shipped = load_model_dir(default_model_dir())
+    tiny_no_width = [
+        a for i, a in enumerate(TINY) if "--base-channels" not in TINY[max(i - 1, 0) : i + 1]
+    ]
+    out = tmp_path / "mdl"
+    rc = _train([str(plate), "--out", str(out), "--labels", str(plate / "truth"),
+                 "--init", "default", *tiny_no_width])  # fmt: skip
+    assert rc == 0
+    _, card = load_model_dir(out)
+    init = card.training["data"]["init"]
+    assert init["name"] == shipped.name and init["version"] == shipped.version
+    assert card.architecture == shipped.architecture
+    assert card.normalisation == shipped.normalisation
+
+
 def test_init_state_starts_from_the_given_weights() -> None:
     rng = np.random.default_rng(0)
     img = rng.poisson(100, (2, 32, 32)).astype(np.float32)

@@ -112,8 +112,9 @@ def test_triton_away_inference_waits_cip_flows(
     triton: TritonServer,
     model_dir: Path,
 ) -> None:
-    """Triton frozen for a while: inference postpones and recovers, CIP results keep flowing."""
+    """Triton frozen for 30 s: inference postpones and recovers, CIP results keep flowing."""
     triton.pause()
+    paused_at = time.monotonic()
     try:
         n = _ingest_all(local_stack, sim_plate)
         inference = _inference(
@@ -130,7 +131,9 @@ def test_triton_away_inference_waits_cip_flows(
         assert len(cip) == n  # CIP is not held up by Triton
         assert local_stack.read(ev.Topic.MASKS_CDL.value, timeout_s=5) == []
         assert inference.readiness()[0] is False
-        time.sleep(2.0)
+        time.sleep(max(0.0, 30.0 - (time.monotonic() - paused_at)))  # the issue's 30 s outage
+        assert inference.readiness()[0] is False
+        assert local_stack.read(ev.Topic.MASKS_CDL.value, timeout_s=1) == []
     finally:
         triton.resume()
     cdl = local_stack.read(ev.Topic.MASKS_CDL.value, min_count=n, timeout_s=90)

@@ -41,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from scipy import ndimage
 from tqdm.auto import tqdm
 
+from phagoflow.core.evaluation import CLASS_NAMES
 from phagoflow.core.inference import TorchBackend, tiled_logits
 from phagoflow.core.losses import GeneralisedDiceLoss
 from phagoflow.core.normalisation import NormalisationConfig, normalise
@@ -61,6 +62,12 @@ __all__ = [
 #: Label value excluded from the loss and from IoU against weak labels.
 IGNORE_LABEL = 255
 _N_CLASSES = 3
+
+
+#: A class whose validation IoU against the labels stays below this at the best epoch counts as
+#: "not learned" (seen on a harder simulated plate: phagophore IoU 0.015 after 12 epochs while every
+#: converged run was above 0.3; docs/experiment.md).
+UNLEARNED_CLASS_IOU = 0.05
 
 
 class TrainingError(ValueError):
@@ -290,9 +297,31 @@ class TrainingOutcome:
     stopped_early: bool
     data_checksums: dict[str, dict[str, str]] = field(default_factory=dict)
 
+    @property
+    def warnings(self) -> list[str]:
+        """Problems of the best checkpoint a user must see (empty when none).
+
+        A class present in the validation labels whose IoU against them is below
+        :data:`UNLEARNED_CLASS_IOU` at the best epoch was not learned: the model would report
+        (almost) no objects of that class. Needs validation fields; truth is not used.
+        """
+        if not self.history or self.best_epoch < 1:
+            return []
+        rec = self.history[self.best_epoch - 1]
+        out = []
+        for cls, iou in enumerate(rec.val_iou_weak):
+            if cls and iou is not None and iou < UNLEARNED_CLASS_IOU:
+                out.append(
+                    f"class {CLASS_NAMES[cls]} not learned: validation IoU against the labels "
+                    f"{iou:.3f} at the best epoch ({rec.epoch}); train longer (--epochs) or with "
+                    "another --seed before using this model"
+                )
+        return out
+
     def card_extra(self) -> dict[str, Any]:
         """JSON-serialisable training record for the model card."""
         return {
+            "warnings": self.warnings,
             "trainer": "phagoflow.core.training.train_unet",
             "parameters": self.config.model_dump(mode="json"),
             "seed": self.config.seed,
