@@ -16,7 +16,7 @@ help:
 	@echo "make demo        simulate a small plate and process it with no servers"
 	@echo "make test        run the whole test suite (slow tests included, as CI does)"
 	@echo "make test-fast   run the fast tests only"
-	@echo "make lint        ruff + mypy (strict on the core)"
+	@echo "make lint        ruff + mypy (strict, whole package)"
 	@echo "make bench       run the benchmarks in benchmarks/ and print their figures"
 	@echo "make model       retrain the packaged default CDL model on simulated plates"
 	@echo "make experiment  the paper's CIP-vs-CDL experiment on simulated plates"
@@ -48,8 +48,8 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: $(STAMP)
-	$(BIN)/ruff check services tests benchmarks
-	$(BIN)/ruff format --check services tests benchmarks
+	$(BIN)/ruff check services tests benchmarks scripts
+	$(BIN)/ruff format --check services tests benchmarks scripts
 	$(BIN)/mypy
 
 bench: $(STAMP)

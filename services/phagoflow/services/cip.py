@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import tifffile
-from prometheus_client import Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from pydantic import Field
 
 from phagoflow import events as ev
@@ -47,6 +47,28 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _STAGE_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32)
+
+
+def segmentation_metrics(registry: CollectorRegistry) -> tuple[Counter, Histogram]:
+    """The metrics every segmenting service (cip, inference) exports, in one place.
+
+    ``phagoflow_fields_processed_total{method}`` and ``phagoflow_stage_seconds{stage,method}``
+    (the dashboard and alert rules of the Helm chart read these names).
+    """
+    fields = Counter(
+        "phagoflow_fields_processed_total",
+        "Fields segmented, per method",
+        ["method"],
+        registry=registry,
+    )
+    stage = Histogram(
+        "phagoflow_stage_seconds",
+        "Seconds per processing stage",
+        ["stage", "method"],
+        registry=registry,
+        buckets=_STAGE_BUCKETS,
+    )
+    return fields, stage
 
 
 class CipSettings(ServiceSettings):
@@ -213,19 +235,7 @@ class CipService(ConsumerService):
         self.segmenter = make_segmenter("cip", cip_params=settings.cip)
         #: CIP "model version": the fingerprint of parameters and phagoflow version (16 hex).
         self.model_version = self.segmenter.fingerprint[:16]
-        self.m_fields = Counter(
-            "phagoflow_fields_processed_total",
-            "Fields segmented, per method",
-            ["method"],
-            registry=self.registry,
-        )
-        self.m_stage = Histogram(
-            "phagoflow_stage_seconds",
-            "Seconds per processing stage",
-            ["stage", "method"],
-            registry=self.registry,
-            buckets=_STAGE_BUCKETS,
-        )
+        self.m_fields, self.m_stage = segmentation_metrics(self.registry)
 
     def handle(
         self,

@@ -26,13 +26,13 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter
 from pydantic import Field
 
 from phagoflow import events as ev
 from phagoflow.core.inference import Predictor, default_model_dir
 from phagoflow.core.model_dir import ModelCard, read_model_card
-from phagoflow.services.cip import segment_and_publish
+from phagoflow.services.cip import segment_and_publish, segmentation_metrics
 from phagoflow.services.common import ServiceSettings, log_context
 from phagoflow.services.kafkaio import ConsumerService, PermanentError, TransientError
 
@@ -257,19 +257,7 @@ class InferenceService(ConsumerService):
         self.backend: TritonTileBackend | None = None
         self.segmenter: TritonSegmenter | None = None
         self.model_version = ""
-        self.m_fields = Counter(
-            "phagoflow_fields_processed_total",
-            "Fields segmented, per method",
-            ["method"],
-            registry=self.registry,
-        )
-        self.m_stage = Histogram(
-            "phagoflow_stage_seconds",
-            "Seconds per processing stage",
-            ["stage", "method"],
-            registry=self.registry,
-            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32),
-        )
+        self.m_fields, self.m_stage = segmentation_metrics(self.registry)
         self.m_triton_errors = Counter(
             "phagoflow_triton_unavailable_total",
             "Records postponed because Triton did not answer",
