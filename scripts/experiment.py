@@ -21,7 +21,7 @@ Outputs: ``<out>/results.json`` (every number, per seed), a markdown table on st
 
 Usage::
 
-    .venv/bin/python scripts/experiment.py                       # make experiment (both settings, 3 seeds)
+    .venv/bin/python scripts/experiment.py # make experiment (2 settings x 3 seeds)
     .venv/bin/python scripts/experiment.py --quick               # smoke run (~3 min)
     .venv/bin/python scripts/experiment.py --settings normal --seeds 0 --set ce_weight=0.5 \\
         --test-seed 800 --out experiment-out/screen-ce --no-doc   # screen one idea
