@@ -23,7 +23,7 @@ from google.protobuf.message import Message
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from phagoflow import events as ev
 from phagoflow.services.common import Service, ServiceSettings, log_context
@@ -203,6 +203,40 @@ def consumer_lag(consumer: KafkaConsumer) -> dict[TopicPartition, int]:
     return lag
 
 
+def lag_gauge(registry: CollectorRegistry) -> Gauge:
+    """``phagoflow_consumer_lag{group,topic,partition}``: records not yet consumed."""
+    return Gauge(
+        "phagoflow_consumer_lag",
+        "Records not yet consumed, per topic and partition",
+        ["group", "topic", "partition"],
+        registry=registry,
+    )
+
+
+def record_lag(
+    consumer: KafkaConsumer | None,
+    gauge: Gauge,
+    group: str,
+    last_at: float,
+    *,
+    every_s: float = 5.0,
+) -> float:
+    """Set ``gauge`` from ``consumer``'s lag at most every ``every_s`` seconds.
+
+    Returns the new "last updated" time (``time.monotonic()``), ``last_at`` when skipped. A failure
+    to read the lag is logged at debug level only: a metric must not stop the service.
+    """
+    now = time.monotonic()
+    if consumer is None or now - last_at < every_s:
+        return last_at
+    try:
+        for tp, lag in consumer_lag(consumer).items():
+            gauge.labels(group, tp.topic, str(tp.partition)).set(lag)
+    except Exception as exc:
+        logger.debug("consumer lag unavailable: %s", exc)
+    return now
+
+
 class ConsumerService(Service):
     """A service consuming one or more topics at least once, one record at a time.
 
@@ -235,12 +269,7 @@ class ConsumerService(Service):
             ["stage"],
             registry=self.registry,
         )
-        self.m_lag = Gauge(
-            "phagoflow_consumer_lag",
-            "Records not yet consumed, per topic and partition",
-            ["group", "topic", "partition"],
-            registry=self.registry,
-        )
+        self.m_lag = lag_gauge(self.registry)
         self.m_handle = Histogram(
             "phagoflow_record_seconds",
             "Seconds to handle one record, end to end",
@@ -392,15 +421,7 @@ class ConsumerService(Service):
         self.m_dead.labels(self.name).inc()
 
     def _update_lag(self) -> None:
-        now = time.monotonic()
-        if self.consumer is None or now - self._last_lag < 5.0:
-            return
-        self._last_lag = now
-        try:
-            for tp, lag in consumer_lag(self.consumer).items():
-                self.m_lag.labels(self.group, tp.topic, str(tp.partition)).set(lag)
-        except Exception as exc:  # a metric must not stop the service
-            logger.debug("consumer lag unavailable: %s", exc)
+        self._last_lag = record_lag(self.consumer, self.m_lag, self.group, self._last_lag)
 
     def close(self) -> None:
         if self.consumer is not None:

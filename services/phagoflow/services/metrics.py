@@ -36,7 +36,7 @@ from urllib.parse import unquote
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.structs import OffsetAndMetadata
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from pydantic import Field
@@ -48,12 +48,13 @@ from phagoflow.core.qc import well_disagreement
 from phagoflow.services.common import ApiResponse, Service, ServiceSettings, log_context
 from phagoflow.services.kafkaio import (
     commit,
-    consumer_lag,
     dead_letter,
     deadletter_payload_key,
+    lag_gauge,
     make_consumer,
     make_producer,
     publish,
+    record_lag,
 )
 from phagoflow.services.objectstore import ObjectStore
 
@@ -472,12 +473,7 @@ class MetricsService(Service):
         self.m_plates = Counter(
             "phagoflow_plates_reported_total", "Plates completed and reported", registry=r
         )
-        self.m_lag = Gauge(
-            "phagoflow_consumer_lag",
-            "Records not yet consumed, per topic and partition",
-            ["group", "topic", "partition"],
-            registry=r,
-        )
+        self.m_lag = lag_gauge(r)
         r.register(_StateCollector(lambda: self.state))
 
     # ------------------------------------------------------------------ lifecycle
@@ -666,15 +662,7 @@ class MetricsService(Service):
                 del self.state.plates[plate]
 
     def _update_lag(self) -> None:
-        now = time.monotonic()
-        if self.consumer is None or now - self._last_lag < 5.0:
-            return
-        self._last_lag = now
-        try:
-            for tp, lag in consumer_lag(self.consumer).items():
-                self.m_lag.labels(self.group, tp.topic, str(tp.partition)).set(lag)
-        except Exception as exc:  # a metric must not stop the service
-            logger.debug("consumer lag unavailable: %s", exc)
+        self._last_lag = record_lag(self.consumer, self.m_lag, self.group, self._last_lag)
 
     # ------------------------------------------------------------------ JSON API
 
