@@ -23,7 +23,7 @@ import os
 import sys
 
 from _common import BENCH_DIR, machine
-from phagoflow.stack import free_port
+from phagoflow.stack import free_ports
 
 PORTS = [
     "KAFKA_PORT",
@@ -46,9 +46,9 @@ def main() -> int:
     ap.add_argument("--cip-only", action="store_true", help="no Triton/inference (no model)")
     args = ap.parse_args()
     stack_dir = (BENCH_DIR / "stream-stack").resolve()
-    env = {f"PHAGOFLOW_{p}": str(free_port()) for p in PORTS}
-    # cip_workers take the ports after cip_port: keep them free of the others
-    env["PHAGOFLOW_CIP_PORT"] = str(free_port())
+    env = {
+        f"PHAGOFLOW_{p}": str(port) for p, port in zip(PORTS, free_ports(len(PORTS)), strict=True)
+    }
     env.update(
         PHAGOFLOW_STACK_DIR=str(stack_dir),
         PHAGOFLOW_WATCH_DIR=str(stack_dir / "incoming"),

@@ -15,7 +15,7 @@ from phagoflow.cli import main
 from phagoflow.core.model_dir import save_model_dir
 from phagoflow.core.normalisation import NormalisationConfig
 from phagoflow.core.unet import UNet, UNetConfig
-from phagoflow.stack import free_port
+from phagoflow.stack import free_ports
 from phagoflow.stack.bench import run_bench
 from phagoflow.stack.e2e import run_e2e
 from phagoflow.stack.local import PrometheusServer, StackSettings, stack_down, stack_status
@@ -52,11 +52,12 @@ def stack_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack
         "PHAGOFLOW_INGEST_QUIET_S": "2",
         "PHAGOFLOW_INGEST_SETTLE_S": "0.5",
     }
-    for name in (
+    names = (
         "kafka_port", "s3_port", "triton_grpc_port", "triton_http_port", "triton_metrics_port",
         "prometheus_port", "ingest_port", "cip_port", "inference_port", "metrics_port",
-    ):  # fmt: skip
-        env[f"PHAGOFLOW_{name.upper()}"] = str(free_port())
+    )  # fmt: skip
+    for name, port in zip(names, free_ports(len(names)), strict=True):
+        env[f"PHAGOFLOW_{name.upper()}"] = str(port)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     settings = StackSettings()

@@ -49,6 +49,21 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """``n`` distinct TCP ports free on ``host`` right now.
+
+    All sockets stay bound until every port is chosen, so the OS cannot hand out the same port
+    twice (separate :func:`free_port` calls can, once the previous socket is closed).
+    """
+    with contextlib.ExitStack() as stack:
+        socks = [
+            stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(n)
+        ]
+        for sock in socks:
+            sock.bind((host, 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+
+
 def port_open(host: str, port: int, timeout_s: float = 0.2) -> bool:
     """Whether something accepts TCP connections on ``host:port``."""
     try:
