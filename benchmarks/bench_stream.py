@@ -12,7 +12,8 @@ Prometheus when installed, the four services) on free loopback ports under
 
 and prints the RSS of every stack process (target ≤ 1 GiB each). Usage::
 
-    .venv/bin/python benchmarks/bench_stream.py [--cip-workers N] [--methods-cip-only]
+    .venv/bin/python benchmarks/bench_stream.py [--cip-workers N] [--inference-workers N]
+                                                [--cip-only]
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 
 from _common import BENCH_DIR, machine
@@ -42,10 +44,14 @@ PORTS = [
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cip-workers", type=int, default=1)
+    ap.add_argument("--inference-workers", type=int, default=2)
     ap.add_argument("--throughput-wells", type=int, default=48)
     ap.add_argument("--cip-only", action="store_true", help="no Triton/inference (no model)")
     args = ap.parse_args()
     stack_dir = (BENCH_DIR / "stream-stack").resolve()
+    # The stack's S3 and Kafka start empty, so plates left in the watch folder by an earlier
+    # run would be ingested again and compete with the measured plates.
+    shutil.rmtree(stack_dir / "incoming", ignore_errors=True)
     env = {
         f"PHAGOFLOW_{p}": str(port) for p, port in zip(PORTS, free_ports(len(PORTS)), strict=True)
     }
@@ -53,6 +59,7 @@ def main() -> int:
         PHAGOFLOW_STACK_DIR=str(stack_dir),
         PHAGOFLOW_WATCH_DIR=str(stack_dir / "incoming"),
         PHAGOFLOW_CIP_WORKERS=str(args.cip_workers),
+        PHAGOFLOW_INFERENCE_WORKERS=str(args.inference_workers),
     )
     if args.cip_only:
         env["PHAGOFLOW_MODEL_DIR"] = str(stack_dir / "no-model")
@@ -78,11 +85,21 @@ def main() -> int:
         )
     print(
         f"throughput ({throughput['fields']} fields at once, methods "
-        f"{','.join(throughput['methods'])}, {args.cip_workers} cip worker(s)): "
+        f"{','.join(throughput['methods'])}, {args.cip_workers} cip / "
+        f"{args.inference_workers} inference worker(s)): "
         f"{throughput['stack_fields_per_min']} fields/min vs embedded "
         f"{throughput['embedded_fields_per_min']} fields/min = "
         f"{throughput['stack_vs_embedded']}x (target ≥ 0.8x)"
     )
+    cpu = throughput["cpu_seconds_per_field"]
+    print("CPU s per field: " + ", ".join(f"{k} {v:.3f}" for k, v in cpu.items()))
+    tri = throughput.get("triton") or {}
+    if tri:
+        print(
+            f"Triton: {tri['nv_inference_request_success']:.0f} requests, "
+            f"{tri['nv_inference_count']:.0f} tiles in {tri['nv_inference_exec_count']:.0f} "
+            f"executions ({tri.get('tiles_per_execution')} tiles each)"
+        )
     rss = throughput["rss_mib"]
     print("RSS MiB: " + ", ".join(f"{k} {v:.0f}" for k, v in rss.items() if v is not None))
     print(f"details: {out}")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -44,6 +45,53 @@ def _percentiles(values: list[float]) -> dict[str, float | int | None]:
         "p95": round(float(np.percentile(arr, 95)), 3),
         "max": round(float(arr.max()), 3),
     }
+
+
+def group_cpu_seconds(pgids: Sequence[int]) -> dict[int, float]:
+    """CPU time (user + system, seconds) of every live process in each process group.
+
+    Each stack component runs in its own process group, so this includes helpers such as
+    Triton's Python-backend stub (where the U-Net actually runs). Processes that exited
+    during the interval are not counted.
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    totals = dict.fromkeys(pgids, 0.0)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        pgrp = int(fields[2])  # after "pid (comm)": state ppid pgrp ...
+        if pgrp in totals:
+            totals[pgrp] += (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+    return totals
+
+
+_TRITON_COUNTERS = ("nv_inference_request_success", "nv_inference_count", "nv_inference_exec_count")
+
+
+def triton_counters(url: str | None) -> dict[str, float]:
+    """Triton's request, inference (tile) and execution counters summed over models.
+
+    ``nv_inference_exec_count`` below ``nv_inference_request_success`` means the dynamic
+    batcher merged requests (here: tiles of different fields) into one execution. Empty when
+    there is no Triton or its metrics endpoint does not answer.
+    """
+    if not url:
+        return {}
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            text = resp.read().decode()
+    except (urllib.error.URLError, OSError):
+        return {}
+    totals = dict.fromkeys(_TRITON_COUNTERS, 0.0)
+    for line in text.splitlines():
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name in totals:
+            totals[name] += float(line.rsplit(" ", 1)[1])
+    return totals
 
 
 def _plate_events(bootstrap: str, plate: str) -> dict[str, list[Any]]:
@@ -106,6 +154,10 @@ def run_bench(
         export = sim.export_dir
         dest = Path(state["watch_dir"]) / plate / "Images"
         dest.mkdir(parents=True)
+        procs = {p["name"]: int(p["pid"]) for p in stack_status(settings)["processes"]}
+        cpu_before = group_cpu_seconds(list(procs.values()))
+        triton_url = state["endpoints"].get("triton_metrics")
+        triton_before = triton_counters(triton_url)
         files = sorted(p for p in export.iterdir() if p.is_file())
         index = [p for p in files if p.name in ("Index.idx.xml", "Index.xml")]
         groups: dict[str, list[Path]] = {}
@@ -134,8 +186,11 @@ def run_bench(
                 raise SystemExit(f"bench: plate {plate} not complete after {timeout_s:g} s")
             time.sleep(0.25)
         t_complete = time.time()
+        cpu_after = group_cpu_seconds(list(procs.values()))
+        triton_after = triton_counters(triton_url)
         events = _plate_events(state["endpoints"]["kafka"], plate)
         t0 = time.perf_counter()
+        cpu0 = os.times()
         run_plate(
             export,
             Path(tmp) / "ref",
@@ -144,6 +199,8 @@ def run_bench(
             progress=False,
         )
         embedded_s = time.perf_counter() - t0
+        cpu1 = os.times()
+    embedded_cpu = sum(cpu1[:4]) - sum(cpu0[:4])  # user + system, self + children
 
     acquired = {
         ev.field_key(e.field).name: ev.from_timestamp(e.acquired_at).timestamp()
@@ -174,6 +231,14 @@ def run_bench(
             "stage_seconds_mean": {k: round(float(np.mean(v)), 4) for k, v in stages.items()},
         }
     n = wells * fields
+    cpu_per_field = {
+        name: round((cpu_after[pid] - cpu_before[pid]) / n, 4) for name, pid in procs.items()
+    }
+    triton = {k: triton_after[k] - triton_before.get(k, 0.0) for k in triton_after}
+    if triton.get("nv_inference_exec_count"):
+        triton["tiles_per_execution"] = round(
+            triton["nv_inference_count"] / triton["nv_inference_exec_count"], 2
+        )
     stream_s = last_result - t_start
     status = stack_status(settings)
     return {
@@ -187,7 +252,13 @@ def run_bench(
         "embedded_seconds": round(embedded_s, 2),
         "embedded_fields_per_min": round(60 * n / embedded_s, 2),
         "stack_vs_embedded": round(embedded_s / stream_s, 3) if stream_s > 0 else None,
+        "cpu_seconds_per_field": {
+            **cpu_per_field,
+            "stack_total": round(sum(cpu_per_field.values()), 4),
+            "embedded": round(embedded_cpu / n, 4),
+        },
         "latency": per_method,
+        "triton": triton,
         "rss_mib": {p["name"]: p.get("rss_mib") for p in status["processes"]},
         "finished": datetime.now().isoformat(timespec="seconds"),
     }
