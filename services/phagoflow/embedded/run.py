@@ -57,7 +57,7 @@ from phagoflow.core.opera.catalogue import FieldKey, FieldRecord, PlateFormatErr
 from phagoflow.core.qc import well_disagreement
 from phagoflow.core.segmenters import Segmenter, make_segmenter
 
-__all__ = ["FieldOutcome", "RunResult", "run_plate"]
+__all__ = ["FieldOutcome", "RunResult", "run_plate", "write_wells_csv"]
 
 logger = logging.getLogger(__name__)
 
@@ -311,7 +311,7 @@ def run_plate(
     elapsed = time.perf_counter() - started
 
     _write_objects_csv(out / "objects.csv", catalogue, outcomes)
-    _write_wells_csv(out / "wells.csv", wells, methods)
+    write_wells_csv(out / "wells.csv", wells, methods)
     from phagoflow.embedded.report import write_heatmap, write_report
 
     write_heatmap(out / "plate_heatmap.png", catalogue, wells, methods)
@@ -399,7 +399,13 @@ def _write_objects_csv(path: Path, catalogue: PlateCatalogue, outcomes: list[Fie
 DISAGREEMENT_COLUMNS = ("cip_cdl_disagreement_phagophores", "cip_cdl_disagreement_autolysosomes")
 
 
-def _write_wells_csv(path: Path, wells: list[WellSummary], methods: Sequence[str]) -> None:
+def write_wells_csv(path: Path, wells: list[WellSummary], methods: Sequence[str]) -> None:
+    """Write ``wells.csv``: one row per well and method, atomically (temp file + rename).
+
+    Columns are :data:`~phagoflow.core.counting.WELL_COLUMNS`, plus the two
+    :data:`DISAGREEMENT_COLUMNS` when both ``cip`` and ``cdl`` ran. The one writer of this
+    table: the embedded run and the streaming metrics service produce the same bytes.
+    """
     both = "cip" in methods and "cdl" in methods
     dis = {(d.plate, d.well): d for d in well_disagreement(wells, "cip", "cdl")} if both else {}
     tmp = path.with_name(f".{path.name}.tmp")

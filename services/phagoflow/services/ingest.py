@@ -119,6 +119,16 @@ class _Export:
     done_sig: str | None = None
 
 
+def _plate_geometry(catalogue: PlateCatalogue) -> dict[str, Any]:
+    """Plate layout and field geometry recorded in the manifest (read by the review app)."""
+    return {
+        "plate_rows": catalogue.plate_rows,
+        "plate_columns": catalogue.plate_columns,
+        "pixel_size_um": catalogue.pixel_size_um,
+        "size_yx": list(catalogue.size_yx),
+    }
+
+
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat()
 
@@ -289,6 +299,7 @@ class IngestService(Service):
             )
             doc.setdefault("fields", {})
             doc.setdefault("failed", {})
+            doc.update(_plate_geometry(catalogue))  # manifests written before these existed
             return doc
         if isinstance(doc, dict):
             logger.warning(
@@ -303,6 +314,7 @@ class IngestService(Service):
             "export_format": catalogue.export_format,
             "format_version": catalogue.format_version,
             "export_root": str(export.root),
+            **_plate_geometry(catalogue),
             "fields": {},
             "failed": {},
             "plate_complete": False,
@@ -367,7 +379,11 @@ class IngestService(Service):
             "published_at": datetime.now(UTC).isoformat(),
             "acquired_at": _iso(max(mtimes)),
             "channels": {
-                r: {"key": c.object.key, "sha256": c.object.sha256}
+                r: {
+                    "key": c.object.key,
+                    "sha256": c.object.sha256,
+                    "intensity_factor": c.intensity_factor or 1.0,
+                }
                 for r, c in event.channels.items()
             },
         }

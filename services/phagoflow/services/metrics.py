@@ -354,6 +354,11 @@ class _StateCollector(Collector):
             "Per-well CIP-vs-CDL relative difference of the total counts (|a-b|/mean)",
             labels=["plate", "well", "class"],
         )
+        expected = GaugeMetricFamily(
+            "phagoflow_plate_fields_expected",
+            "Fields the plate's export announces (0 until the first field arrives)",
+            labels=["plate"],
+        )
         plates = GaugeMetricFamily(
             "phagoflow_plate_fields_done",
             "Fields with a result per plate and method",
@@ -377,10 +382,11 @@ class _StateCollector(Collector):
                         if math.isfinite(value):
                             disagreement.add_metric([plate, d.well, cls], value)
                 ps = state.plates[plate]
+                expected.add_metric([plate], ps.fields_expected)
                 for m in ps.methods_seen():
                     plates.add_metric([plate, m], len(ps.done_fields(m)))
                 complete.add_metric([plate], 1.0 if ps.complete_at else 0.0)
-        yield from (objects, fields, disagreement, plates, complete)
+        yield from (objects, fields, disagreement, expected, plates, complete)
 
 
 # --------------------------------------------------------------------------- the service
@@ -634,7 +640,7 @@ class MetricsService(Service):
     def _report(self, plate: str) -> None:
         """wells.csv and the plate heat-map, with the embedded runner's writers."""
         from phagoflow.embedded.report import write_heatmap
-        from phagoflow.embedded.run import _write_wells_csv
+        from phagoflow.embedded.run import write_wells_csv
 
         state = self.state.plates[plate]
         assert state.ingest is not None
@@ -643,7 +649,7 @@ class MetricsService(Service):
         with tempfile.TemporaryDirectory(prefix="phagoflow-metrics-") as tmp:
             csv_path = Path(tmp) / "wells.csv"
             png_path = Path(tmp) / "plate_heatmap.png"
-            _write_wells_csv(csv_path, wells, methods)
+            write_wells_csv(csv_path, wells, methods)
             write_heatmap(png_path, _stub_catalogue(plate, state.ingest), wells, methods)
             for path, ctype in ((csv_path, "text/csv"), (png_path, "image/png")):
                 ref = self.store.put_bytes(
