@@ -261,10 +261,19 @@ def get_arg_parser() -> argparse.ArgumentParser:
             "Serve the review app for RESULTS_DIR (written by `phagoflow run --method all`): "
             "plate heat-map, fields by CIP-vs-CDL disagreement, mask viewer and correction "
             "tools; curated masks go to RESULTS_DIR/curated/, ratings to RESULTS_DIR/ratings/. "
-            "Writes need the token PHAGOFLOW_REVIEW_TOKEN (generated and printed if unset)."
+            "With --s3 PLATE instead, the plate comes from the streaming stack's object store "
+            "(PHAGOFLOW_S3_ENDPOINT, PHAGOFLOW_BUCKET, ...) and curated masks go back to it "
+            "under curated/PLATE/. Writes need the token PHAGOFLOW_REVIEW_TOKEN (generated and "
+            "printed if unset)."
         ),
     )
-    p.add_argument("results", type=Path, metavar="RESULTS_DIR", help="results folder")
+    p.add_argument("results", type=Path, nargs="?", metavar="RESULTS_DIR", help="results folder")
+    p.add_argument(
+        "--s3",
+        default=None,
+        metavar="PLATE",
+        help="review plate PLATE of the object store instead of a results folder",
+    )
     p.add_argument("--port", type=int, default=8765, help="port (default 8765)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument(
@@ -286,10 +295,26 @@ def get_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="output folder (RESULTS_DIR/ratings)")
     p.set_defaults(func=_cmd_rating_report)
 
+    p = sub.add_parser("curation", help="correction-time reports (see `phagoflow review`)")
+    curation_sub = p.add_subparsers(dest="curation_command", metavar="ACTION", required=True)
+    p = curation_sub.add_parser(
+        "report",
+        help="fields curated and the minutes of correction they took",
+        description=(
+            "Sum the correction time recorded with each curated mask (RESULTS_DIR/curated/*.json, "
+            "or curated/PLATE/ in the object store with --s3): fields curated and timed, total, "
+            "median and mean minutes per field, edit operations, per user."
+        ),
+    )
+    p.add_argument("results", type=Path, nargs="?", metavar="RESULTS_DIR", help="results folder")
+    p.add_argument("--s3", default=None, metavar="PLATE", help="plate of the object store")
+    p.add_argument("--json", action="store_true", help="print the full report as JSON")
+    p.set_defaults(func=_cmd_curation_report)
+
     # serve (issue 4) -------------------------------------------------------------------
     p = sub.add_parser(
         "serve",
-        help="run a streaming service (ingest, cip, inference, metrics) until SIGTERM",
+        help="run a streaming service (ingest, cip, inference, metrics, review) until SIGTERM",
         description=(
             "Run one streaming service; settings come from PHAGOFLOW_* environment variables "
             "(see docs/streaming.md): PHAGOFLOW_KAFKA_BOOTSTRAP, PHAGOFLOW_S3_ENDPOINT, "
@@ -297,7 +322,9 @@ def get_arg_parser() -> argparse.ArgumentParser:
         ),
     )
     p.add_argument(
-        "service", choices=("ingest", "cip", "inference", "metrics"), help="service to run"
+        "service",
+        choices=("ingest", "cip", "inference", "metrics", "review"),
+        help="service to run (review: the review app on PHAGOFLOW_REVIEW_PLATE of the store)",
     )
     p.set_defaults(func=_cmd_serve)
 
@@ -557,17 +584,51 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_review(args: argparse.Namespace) -> int:
+    if (args.results is None) == (args.s3 is None):
+        return _fail(ValueError("give either RESULTS_DIR or --s3 PLATE"))
     try:
-        from phagoflow.review.app import serve
+        from phagoflow.review.app import run_app, serve
     except ImportError as exc:  # fastapi/uvicorn are optional (the review extra)
         hint = "install the web app with `pip install phagoflow[review]`"
         return _fail(ImportError(f"{exc}; {hint}"))
     from phagoflow.review.results import ResultsError
 
     try:
-        serve(args.results, host=args.host, port=args.port, export=args.export)
+        if args.s3 is None:
+            serve(args.results, host=args.host, port=args.port, export=args.export)
+        else:
+            from phagoflow.review.store import ReviewServiceSettings, open_store_results
+
+            results = open_store_results(ReviewServiceSettings(), args.s3)
+            run_app(results, host=args.host, port=args.port)
     except ResultsError as exc:
         return _fail(exc)
+    return 0
+
+
+def _cmd_curation_report(args: argparse.Namespace) -> int:
+    from phagoflow.review.curation import (
+        curation_report,
+        format_curation_report,
+        read_curated_sidecars,
+    )
+    from phagoflow.review.results import ResultsError
+
+    if (args.results is None) == (args.s3 is None):
+        return _fail(ValueError("give either RESULTS_DIR or --s3 PLATE"))
+    if args.s3 is None:
+        if not args.results.is_dir():
+            return _fail(ValueError(f"{args.results} is not a folder"))
+        docs = read_curated_sidecars(args.results / "curated")
+    else:
+        from phagoflow.review.store import ReviewServiceSettings, read_store_provenances
+
+        try:
+            docs = read_store_provenances(ReviewServiceSettings(), args.s3)
+        except ResultsError as exc:
+            return _fail(exc)
+    report = curation_report(docs)
+    print(json.dumps(report, indent=2) if args.json else format_curation_report(report))
     return 0
 
 
@@ -579,8 +640,10 @@ def _cmd_rating_report(args: argparse.Namespace) -> int:
         write_rating_report,
     )
 
-    if not (args.results / "run.json").is_file():
-        return _fail(ValueError(f"{args.results} is not a results folder (no run.json)"))
+    if not ((args.results / "run.json").is_file() or (args.results / "ratings").is_dir()):
+        return _fail(
+            ValueError(f"{args.results} is not a results folder (no run.json, no ratings/)")
+        )
     out = write_rating_report(args.results, args.out)
     print(format_rating_report(rating_report(read_ratings(args.results))))
     print(f"report: {out / 'report.json'}, {out / 'report.png'}")
@@ -588,6 +651,16 @@ def _cmd_rating_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    if args.service == "review":
+        from phagoflow.review.results import ResultsError
+        from phagoflow.review.store import serve_review_service
+
+        try:
+            return serve_review_service()
+        except ImportError as exc:  # fastapi/uvicorn are optional (the review extra)
+            return _fail(ImportError(f"{exc}; install `pip install phagoflow[review]`"))
+        except ResultsError as exc:
+            return _fail(exc)
     from phagoflow.services import serve_service
 
     return serve_service(args.service)

@@ -1,10 +1,15 @@
-"""The review web app: a FastAPI application over one :class:`ResultsFolder`.
+"""The review web app: a FastAPI application over one plate's :class:`ReviewResults`.
+
+The results are a folder written by ``phagoflow run`` (:class:`~phagoflow.review.results.
+ResultsFolder`) or one plate in the streaming stack's object store (:class:`~phagoflow.review.
+store.StoreResults`); the app only uses the :class:`~phagoflow.review.results.ReviewResults`
+protocol.
 
 Endpoints (all JSON unless noted; ``W`` = write, needs ``Authorization: Bearer <token>``)::
 
     GET  /                                         the single-page app (static/index.html)
     GET  /api/plate                                plate, wells (counts, disagreement), progress
-    GET  /api/progress                             fields curated / total, per well
+    GET  /api/progress                             fields curated / total, per well, correction time
     GET  /api/wells/{well}/fields                  fields of a well, most disagreement first
     GET  /api/fields/{field}                       counts, available masks, contrast, provenance
     GET  /api/fields/{field}/image                 raw (2, H, W) uint16 little-endian bytes
@@ -15,6 +20,7 @@ Endpoints (all JSON unless noted; ``W`` = write, needs ``Authorization: Bearer <
     GET  /api/rating/sessions/{sid}                items (fields only) and which are rated
     GET  /api/rating/sessions/{sid}/items/{i}/masks/{slot}   raw uint8 mask of slot A or B
     POST /api/rating/sessions/{sid}/items/{i}   W  {"scores": {"A": 1-10, "B": 1-10}}
+    GET  /healthz, /readyz                         liveness; readiness (503 + reason when not)
 
 Field names, well names, mask sources, session ids and slots are looked up in fixed tables (the
 catalogue, the run's methods, stored session ids); a request string never becomes a path.
@@ -44,11 +50,17 @@ from starlette.middleware.gzip import GZipMiddleware
 from phagoflow import __version__
 from phagoflow.core.opera.catalogue import FieldKey
 from phagoflow.review import rating as rating_mod
-from phagoflow.review.masks import UploadError, decode_mask, save_curated
-from phagoflow.review.results import CURATED, ResultsFolder
+from phagoflow.review.curation import MAX_EDIT_OPERATIONS, MAX_SECONDS_EDITING, curation_summary
+from phagoflow.review.masks import UploadError, decode_mask
+from phagoflow.review.results import (
+    ResultsError,
+    ResultsFolder,
+    ResultsUnavailable,
+    ReviewResults,
+)
 from phagoflow.review.settings import ReviewSettings
 
-__all__ = ["Identity", "create_app"]
+__all__ = ["Identity", "create_app", "run_app", "serve"]
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +88,12 @@ class CurationQuery(BaseModel):
 
     user: str | None = Field(default=None, max_length=64)
     started_from: str = Field(default=_EMPTY, max_length=32)
-    seconds_editing: float = Field(default=0.0, ge=0.0, le=7 * 24 * 3600.0)
+    #: Active editing time of this save in seconds (0 … 24 h), as measured by the client.
+    seconds_editing: float | None = Field(
+        default=None, ge=0.0, le=MAX_SECONDS_EDITING, allow_inf_nan=False
+    )
+    #: Edit operations of this save (strokes, fills, deletions, undo/redo).
+    edit_operations: int | None = Field(default=None, ge=0, le=MAX_EDIT_OPERATIONS)
 
 
 @dataclass(frozen=True)
@@ -108,7 +125,7 @@ def _nan_to_none(value: float) -> float | None:
 class _ImageCache:
     """A few recently loaded fields (the viewer asks for contrast and pixels back to back)."""
 
-    def __init__(self, results: ResultsFolder, size: int = 4) -> None:
+    def __init__(self, results: ReviewResults, size: int = 4) -> None:
         self._results = results
         self._size = size
         self._items: OrderedDict[FieldKey, npt.NDArray[np.float32]] = OrderedDict()
@@ -158,13 +175,14 @@ Auth = Annotated[Identity, Depends(authenticate)]
 
 
 # ----------------------------------------------------------------------------- factory
-def create_app(results: ResultsFolder, settings: ReviewSettings) -> FastAPI:
+def create_app(results: ReviewResults, settings: ReviewSettings) -> FastAPI:
     """Build the app for ``results``.
 
     Parameters
     ----------
-    results : ResultsFolder
-        The opened results folder.
+    results : ReviewResults
+        The opened results: a :class:`~phagoflow.review.results.ResultsFolder` or a
+        :class:`~phagoflow.review.store.StoreResults`.
     settings : ReviewSettings
         Must hold a token (use :meth:`ReviewSettings.with_token`).
 
@@ -218,6 +236,23 @@ def create_app(results: ResultsFolder, settings: ReviewSettings) -> FastAPI:
     async def _upload_error(_request: Request, exc: UploadError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=exc.status)
 
+    @app.exception_handler(ResultsError)
+    async def _results_error(_request: Request, exc: ResultsError) -> JSONResponse:
+        status = 503 if isinstance(exc, ResultsUnavailable) else 502
+        return JSONResponse({"detail": str(exc)}, status_code=status)
+
+    # ------------------------------------------------------------------ probes
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    def readyz() -> JSONResponse:
+        problem = results.problem
+        if problem:
+            return JSONResponse({"ready": False, "reason": problem}, status_code=503)
+        return JSONResponse({"ready": True})
+
     # ------------------------------------------------------------------ pages
     static_dir = Path(str(resources.files("phagoflow.review") / "static"))
     app.mount("/static", StaticFiles(directory=static_dir), name="static")
@@ -227,30 +262,38 @@ def create_app(results: ResultsFolder, settings: ReviewSettings) -> FastAPI:
         return FileResponse(static_dir / "index.html", headers={"Cache-Control": "no-store"})
 
     # ------------------------------------------------------------------ plate and wells
-    def progress() -> dict[str, Any]:
-        curated = set(results.curated_names())
+    def progress(*, correction: bool = True) -> dict[str, Any]:
+        if correction:
+            provenances = results.curated_provenances()
+            curated = set(provenances)
+        else:
+            curated = set(results.curated_names())
         by_well = {
             w: {"curated": sum(f in curated for f in info.fields), "total": len(info.fields)}
             for w, info in results.wells.items()
         }
         total = len(results.fields)
-        return {
+        doc: dict[str, Any] = {
             "curated": len(curated),
             "total": total,
             "fraction": len(curated) / total if total else 0.0,
             "by_well": by_well,
         }
+        if correction:
+            doc["correction"] = curation_summary(provenances)
+        return doc
 
     @app.get("/api/plate")
     def plate() -> dict[str, Any]:
         """Plate geometry, mask sources and per-well counts and disagreement."""
-        prog = progress()
+        results.refresh()
+        prog = progress(correction=False)
         return {
             "plate_id": results.plate_id,
-            "rows": results.catalogue.plate_rows,
-            "columns": results.catalogue.plate_columns,
+            "rows": results.plate_rows,
+            "columns": results.plate_columns,
             "size_yx": list(results.size_yx),
-            "pixel_size_um": results.catalogue.pixel_size_um,
+            "pixel_size_um": results.pixel_size_um,
             "methods": list(results.methods),
             "sources": list(results.sources),
             "channels": ["dsred", "phluorin"],
@@ -272,7 +315,7 @@ def create_app(results: ResultsFolder, settings: ReviewSettings) -> FastAPI:
 
     @app.get("/api/progress")
     def get_progress() -> dict[str, Any]:
-        """Fields curated / total, overall and per well."""
+        """Fields curated / total, overall and per well, and the correction time spent."""
         return progress()
 
     @app.get("/api/wells/{well}/fields")
@@ -320,7 +363,7 @@ def create_app(results: ResultsFolder, settings: ReviewSettings) -> FastAPI:
             "size_yx": list(results.size_yx),
             "counts": summary.counts,
             "disagreement": _nan_to_none(summary.disagreement),
-            "masks": [s for s in results.sources if results.mask_path(key, s).is_file()],
+            "masks": [s for s in results.sources if results.has_mask(key, s)],
             "contrast": contrast,
             "provenance": results.provenance(key),
             "well_fields": well.fields,
@@ -380,16 +423,14 @@ def create_app(results: ResultsFolder, settings: ReviewSettings) -> FastAPI:
         start = None if query.started_from == _EMPTY else results.mask(key, query.started_from)
         if query.started_from == _EMPTY:
             start = np.zeros(results.size_yx, np.uint8)
-        doc = save_curated(
+        doc = results.save_curated(
+            key,
             mask,
-            results.mask_path(key, CURATED),
-            results.provenance_path(key),
-            plate_id=results.plate_id,
-            field=key.name,
             user=who,
             started_from=query.started_from,
             start_mask=start,
             seconds_editing=query.seconds_editing,
+            edit_operations=query.edit_operations,
             authenticated_user=identity.user is not None,
             previous=results.provenance(key),
         )
@@ -432,8 +473,8 @@ def create_app(results: ResultsFolder, settings: ReviewSettings) -> FastAPI:
         fields = [
             name
             for name in results.fields
-            if results.mask_path(results.field_key(name), a).is_file()
-            and results.mask_path(results.field_key(name), b).is_file()
+            if results.has_mask(results.field_key(name), a)
+            and results.has_mask(results.field_key(name), b)
         ]
         try:
             session = rating_mod.create_session(
@@ -491,9 +532,22 @@ def serve(
     settings: ReviewSettings | None = None,
 ) -> None:  # pragma: no cover - exercised by hand and through the browser test's server
     """Open ``results_dir`` and serve the app with uvicorn until interrupted."""
-    import uvicorn
 
     results = ResultsFolder(results_dir, export=export)
+    run_app(results, host=host, port=port, settings=settings)
+
+
+def run_app(
+    results: ReviewResults,
+    *,
+    host: str,
+    port: int,
+    settings: ReviewSettings | None = None,
+    log_level: str = "info",
+) -> None:  # pragma: no cover - exercised by hand and through the CLI tests' fake uvicorn
+    """Serve the app for opened ``results`` with uvicorn; print the address with the token."""
+    import uvicorn
+
     settings, generated = (settings or ReviewSettings()).with_token()
     app = create_app(results, settings)
     token = settings.token.get_secret_value() if settings.token else ""
@@ -502,4 +556,4 @@ def serve(
     print(f"  open http://{shown}:{port}/#token={token}")
     if generated:
         print("  (token generated for this run; set PHAGOFLOW_REVIEW_TOKEN to fix one)")
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    uvicorn.run(app, host=host, port=port, log_level=log_level)

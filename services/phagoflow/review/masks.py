@@ -4,8 +4,10 @@ An upload is the request body in one of two encodings, chosen by ``Content-Type`
 ``application/x-npy`` (a NumPy ``.npy`` file, what the browser sends) or ``image/tiff`` (a
 single-page TIFF, for scripts). :func:`decode_mask` checks size, encoding, dtype (uint8), shape
 (equal to the field) and labels (0, 1, 2) and raises :class:`UploadError` carrying the HTTP status
-and a message that names what was expected. :func:`save_curated` writes
-``RESULTS/curated/rRRcCCfFFpPP.tiff`` and its JSON sidecar atomically.
+and a message that names what was expected. :func:`curated_provenance` builds the provenance
+document of a curated mask and :func:`encode_curated` its TIFF bytes; :func:`save_curated` writes
+both to ``RESULTS/curated/rRRcCCfFFpPP.tiff`` and its JSON sidecar atomically (the object-store
+mode puts the same bytes under ``curated/<plate>/``).
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ from phagoflow import __version__
 __all__ = [
     "MASK_MEDIA_TYPES",
     "UploadError",
+    "curated_provenance",
     "decode_mask",
+    "encode_curated",
     "save_curated",
 ]
 
@@ -123,29 +127,33 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def save_curated(
+def encode_curated(mask: npt.NDArray[np.uint8]) -> bytes:
+    """A curated ``(H, W)`` uint8 mask as zlib-compressed TIFF bytes (the masks' file format)."""
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, mask, compression="zlib", metadata=None)
+    return buf.getvalue()
+
+
+def curated_provenance(
     mask: npt.NDArray[np.uint8],
-    mask_path: Path,
-    sidecar_path: Path,
     *,
     plate_id: str,
     field: str,
     user: str,
     started_from: str,
     start_mask: npt.NDArray[np.uint8] | None,
-    seconds_editing: float,
+    seconds_editing: float | None,
     authenticated_user: bool,
+    edit_operations: int | None = None,
     previous: dict[str, Any] | None = None,
     now: datetime | None = None,
 ) -> dict[str, Any]:
-    """Write a curated mask and its provenance sidecar; return the sidecar.
+    """The provenance document of a curated mask (what the ``.json`` sidecar holds).
 
     Parameters
     ----------
     mask : (H, W) ndarray of uint8
         The validated curated mask.
-    mask_path, sidecar_path : Path
-        ``RESULTS/curated/<field>.tiff`` and ``.json``, built by the caller from a catalogue key.
     plate_id, field : str
         Identity of the field.
     user : str
@@ -154,29 +162,33 @@ def save_curated(
         Mask source the correction started from (``cip``, ``cdl``, ``curated`` or ``empty``).
     start_mask : (H, W) ndarray of uint8, optional
         That mask as stored now, to record its checksum and the number of changed pixels.
-    seconds_editing : float
-        Time the user spent editing, in seconds (measured by the client).
+    seconds_editing : float or None
+        Active editing time of this save, in seconds, as the client measured it (the browser
+        counts the gaps between actions, each at most 60 s); ``None`` when not measured.
     authenticated_user : bool
         True when ``user`` comes from a personal token rather than the client's declaration.
+    edit_operations : int, optional
+        Edit operations of this save (strokes, fills, deletions, undo/redo); ``None`` when not
+        counted.
     previous : dict, optional
-        The sidecar of the curated mask being replaced; kept under ``history``.
+        The provenance of the curated mask being replaced; kept under ``history``.
     now : datetime, optional
         Save time (UTC); default now.
 
     Returns
     -------
     dict
-        The provenance written to ``sidecar_path``.
+        ``plate_id``, ``field``, ``user``, ``user_authenticated``, ``saved_at``,
+        ``started_from``, ``started_from_sha256``, ``pixels_changed``, ``seconds_editing``,
+        ``edit_operations``, ``mask_sha256``, ``pixels_per_class``, ``phagoflow_version``,
+        ``history``.
     """
-    buf = io.BytesIO()
-    tifffile.imwrite(buf, mask, compression="zlib", metadata=None)
-    data = buf.getvalue()
     counts = np.bincount(mask.ravel(), minlength=3)
     history: list[dict[str, Any]] = []
     if previous:
         history = list(previous.get("history", []))
         history.append({k: v for k, v in previous.items() if k != "history"})
-    doc: dict[str, Any] = {
+    return {
         "plate_id": plate_id,
         "field": field,
         "user": user,
@@ -189,7 +201,10 @@ def save_curated(
         "pixels_changed": (
             int(np.count_nonzero(start_mask != mask)) if start_mask is not None else None
         ),
-        "seconds_editing": round(float(seconds_editing), 3),
+        "seconds_editing": (
+            round(float(seconds_editing), 3) if seconds_editing is not None else None
+        ),
+        "edit_operations": int(edit_operations) if edit_operations is not None else None,
         "mask_sha256": _sha256(np.ascontiguousarray(mask).tobytes()),
         "pixels_per_class": {
             "background": int(counts[0]),
@@ -199,6 +214,38 @@ def save_curated(
         "phagoflow_version": __version__,
         "history": history,
     }
-    _atomic_write(mask_path, data)
+
+
+def save_curated(
+    mask: npt.NDArray[np.uint8],
+    mask_path: Path,
+    sidecar_path: Path,
+    *,
+    plate_id: str,
+    field: str,
+    **provenance: Any,
+) -> dict[str, Any]:
+    """Write a curated mask and its provenance sidecar atomically; return the sidecar.
+
+    Parameters
+    ----------
+    mask : (H, W) ndarray of uint8
+        The validated curated mask.
+    mask_path, sidecar_path : Path
+        ``RESULTS/curated/<field>.tiff`` and ``.json``, built by the caller from a catalogue key.
+    plate_id, field : str
+        Identity of the field.
+    **provenance
+        The other keyword arguments of :func:`curated_provenance` (``user``, ``started_from``,
+        ``start_mask``, ``seconds_editing``, ``authenticated_user``, ``edit_operations``,
+        ``previous``, ``now``).
+
+    Returns
+    -------
+    dict
+        The provenance written to ``sidecar_path``.
+    """
+    doc = curated_provenance(mask, plate_id=plate_id, field=field, **provenance)
+    _atomic_write(mask_path, encode_curated(mask))
     _atomic_write(sidecar_path, (json.dumps(doc, indent=2) + "\n").encode())
     return doc

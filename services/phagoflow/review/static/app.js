@@ -19,7 +19,7 @@ const S = {
   user: localStorage.getItem("phagoflow.user") || "",
   // field view
   field: null, info: null, W: 0, H: 0, img: null, refs: {}, edit: null, startFrom: null,
-  undo: [], redo: [], dirty: false, activeSeconds: 0, lastAction: 0,
+  undo: [], redo: [], dirty: false, activeSeconds: 0, lastAction: 0, editOps: 0,
   tool: "brush", cls: 1, size: 5, view: { scale: 1, tx: 0, ty: 0 },
   contrast: [{ low: 0, high: 4095 }, { low: 0, high: 4095 }], channels: [true, true],
   showRefs: {}, showEdit: true, opacity: 0.55, sideBySide: false, sideSource: null,
@@ -104,6 +104,8 @@ async function checkAuth() {
 
 function showProgress(p) {
   $("progress-text").textContent = "curated " + p.curated + " / " + p.total;
+  const c = p.correction;
+  if (c) $("progress-text").title = c.fields_timed + " field(s) timed: " + (c.minutes_total ?? 0).toFixed(1) + " min in all, median " + (c.minutes_median ?? 0).toFixed(1) + " min per field";
   $("progress-bar").style.width = (100 * p.fraction).toFixed(1) + "%";
 }
 
@@ -129,7 +131,7 @@ async function route() {
 async function loadPlate() {
   S.plate = await getJSON("/api/plate");
   $("plate-id").textContent = "plate " + S.plate.plate_id;
-  showProgress(S.plate.progress);
+  showProgress(await getJSON("/api/progress")); // with the correction time (tooltip)
   const metrics = [["disagreement_total", "CIP-vs-CDL disagreement"]];
   for (const m of S.plate.methods) for (const c of ["phagophore", "autolysosome"]) metrics.push([m + ":" + c, m.toUpperCase() + " " + c + "s"]);
   metrics.push(["curated", "fields curated"]);
@@ -250,6 +252,7 @@ async function openField(name) {
   $("back-well").href = "#/well/" + info.well;
   $("back-well").textContent = "← " + info.well;
   buildFieldControls();
+  resetTiming();
   const start = info.masks.includes("curated") ? "curated" : (S.plate.methods.find((m) => info.masks.includes(m) && m !== "cip") || info.masks[0] || "empty");
   $("start-from").value = start;
   loadStart(start);
@@ -262,7 +265,8 @@ async function openField(name) {
 
 function showProvenance() {
   const p = S.info.provenance;
-  $("provenance").textContent = p ? "curated by " + p.user + " at " + p.saved_at + " from " + p.started_from + " (" + p.pixels_changed + " px changed, " + p.seconds_editing + " s)" : "not curated yet";
+  const effort = p && p.seconds_editing !== null && p.seconds_editing !== undefined ? ", " + (p.seconds_editing / 60).toFixed(1) + " min, " + (p.edit_operations ?? "?") + " edits" : "";
+  $("provenance").textContent = p ? "curated by " + p.user + " at " + p.saved_at + " from " + p.started_from + " (" + p.pixels_changed + " px changed" + effort + ")" : "not curated yet";
 }
 
 function buildFieldControls() {
@@ -293,7 +297,8 @@ function buildFieldControls() {
 function loadStart(src) {
   const n = S.W * S.H;
   S.edit = src !== "empty" && S.refs[src] ? new Uint8Array(S.refs[src]) : new Uint8Array(n);
-  S.startFrom = src; S.undo = []; S.redo = []; S.dirty = false; S.activeSeconds = 0; S.lastAction = 0;
+  S.startFrom = src; S.undo = []; S.redo = []; S.dirty = false;
+  touch(); // loading a start mask is an action; the clock keeps running (see resetTiming)
   renderOverlay();
 }
 
@@ -400,17 +405,23 @@ function imageToClient(x, y) { // centre of pixel (x, y) in client coordinates
 }
 
 // ------------------------------------------------------------------ editing
+// Correction time: the clock starts when a field opens; every action (stroke start and end, fill,
+// delete, undo, redo, loading a start mask, save) adds the gap since the previous action, at most
+// 60 s, so an idle tab adds at most a minute. Edit operations: strokes, fills, deletions, undo,
+// redo. Both are sent with the save and start again from zero after it.
+const MAX_GAP_S = 60;
+function resetTiming() { S.activeSeconds = 0; S.editOps = 0; S.lastAction = performance.now() / 1000; }
 function touch() { // accumulate active editing time (gaps over 60 s count as 60 s)
   const now = performance.now() / 1000;
-  if (S.lastAction) S.activeSeconds += Math.min(60, now - S.lastAction);
+  if (S.lastAction) S.activeSeconds += Math.min(MAX_GAP_S, Math.max(0, now - S.lastAction));
   S.lastAction = now;
 }
 function pushUndo() {
   S.undo.push(new Uint8Array(S.edit)); if (S.undo.length > 60) S.undo.shift();
-  S.redo = []; S.dirty = true; touch();
+  S.redo = []; S.dirty = true; S.editOps += 1; touch();
 }
-function undo() { if (!S.undo.length) return; S.redo.push(S.edit); S.edit = S.undo.pop(); S.dirty = true; touch(); renderOverlay(); status("undo (" + S.undo.length + " left)"); }
-function redo() { if (!S.redo.length) return; S.undo.push(S.edit); S.edit = S.redo.pop(); S.dirty = true; touch(); renderOverlay(); status("redo"); }
+function undo() { if (!S.undo.length) return; S.redo.push(S.edit); S.edit = S.undo.pop(); S.dirty = true; S.editOps += 1; touch(); renderOverlay(); status("undo (" + S.undo.length + " left)"); }
+function redo() { if (!S.redo.length) return; S.undo.push(S.edit); S.edit = S.redo.pop(); S.dirty = true; S.editOps += 1; touch(); renderOverlay(); status("redo"); }
 
 function stamp(cx, cy, value) {
   const r = S.size / 2, W = S.W, H = S.H, r2 = r * r, ri = Math.ceil(r);
@@ -534,7 +545,9 @@ async function save() {
   if (!S.edit) return;
   if (!S.token) { status("saving needs the token: paste it in the header (printed by `phagoflow review`)", "err"); $("token").focus(); return; }
   touch();
-  const q = new URLSearchParams({ started_from: S.startFrom, seconds_editing: S.activeSeconds.toFixed(1) });
+  const q = new URLSearchParams({
+    started_from: S.startFrom, seconds_editing: S.activeSeconds.toFixed(1), edit_operations: String(S.editOps),
+  });
   if (S.user) q.set("user", S.user);
   status("saving …");
   try {
@@ -542,7 +555,7 @@ async function save() {
       method: "PUT", headers: { "Content-Type": "application/x-npy" }, body: npyBytes(S.edit, S.H, S.W),
     });
     const j = await res.json();
-    S.dirty = false;
+    S.dirty = false; S.activeSeconds = 0; S.editOps = 0; // the next save reports what follows
     S.refs.curated = new Uint8Array(S.edit);
     if (!S.info.masks.includes("curated")) S.info.masks.push("curated");
     S.info.provenance = j.provenance;
