@@ -131,6 +131,15 @@ def get_arg_parser() -> argparse.ArgumentParser:
         "curated masks: --labels RESULTS/curated --init default",
     )
     p.add_argument(
+        "--holdout",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="fraction in [0, 1) of the labelled fields kept out of training and validation "
+        "(chosen by --seed, spread over wells; listed in card.json training.split.holdout) for "
+        "`phagoflow evaluate --held-out-by MODEL_DIR` (default 0)",
+    )
+    p.add_argument(
         "--config",
         type=Path,
         default=None,
@@ -193,7 +202,8 @@ def get_arg_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--methods",
         default=None,
-        help="comma-separated: cip, cdl, all or none (default cip; none when --masks is given)",
+        help="comma-separated: cip, cdl, all or none (default cip; none when --masks or --unet "
+        "is given)",
     )
     p.add_argument(
         "--model", type=Path, default=None, help="U-Net model folder for cdl (default: packaged)"
@@ -207,6 +217,22 @@ def get_arg_parser() -> argparse.ArgumentParser:
             "also score a folder of masks rRRcCCfFFpPP.tiff (repeatable); named NAME, else by "
             "the folder's last two path parts (e.g. masks/cip)"
         ),
+    )
+    p.add_argument(
+        "--unet",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="also segment with this U-Net model folder, scored as NAME (repeatable), e.g. "
+        "mdl=models/mdl-1 next to --methods cip,cdl",
+    )
+    p.add_argument(
+        "--held-out-by",
+        type=Path,
+        default=None,
+        metavar="MODEL_DIR",
+        help="evaluate only the fields MODEL_DIR's card held out of training "
+        "(`phagoflow train --holdout F`; training.split.holdout)",
     )
     p.add_argument("--json", type=Path, default=None, metavar="FILE", help="write all results")
     p.add_argument("--figure", type=Path, default=None, metavar="FILE", help="write a PNG figure")
@@ -479,6 +505,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             name=args.name,
             progress=not args.quiet,
+            holdout=args.holdout,
         )
     except (ValueError, OSError) as exc:  # TrainingError, ModelDirError, PlateFormatError too
         return _fail(exc)
@@ -488,6 +515,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         f"model {result.card.name} {result.card.version}: {result.n_fields} fields, "
         f"best epoch {result.best_epoch}/{len(history)}, {result.training_time_s:.1f} s training"
     )
+    if result.holdout:
+        print(f"  {len(result.holdout)} field(s) held out (training.split.holdout in card.json)")
     for key, label in (("val_miou_weak", "labels"), ("val_miou_truth", "truth")):
         if best.get(key) is not None:
             print(f"  validation mean IoU vs {label}: {best[key]:.3f}")
@@ -507,7 +536,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     settings, cip_params = _settings_cip(args.cip_params)
     if args.methods is None:
-        methods: list[str] = [] if args.masks else ["cip"]
+        methods: list[str] = [] if args.masks or args.unet else ["cip"]
     else:
         items = [m.strip() for m in args.methods.split(",") if m.strip()]
         methods = ["cip", "cdl"] if items == ["all"] else [] if items == ["none"] else items
@@ -517,6 +546,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             args.truth,
             methods=methods,
             masks=[parse_mask_source(m) for m in args.masks],
+            unets=[parse_mask_source(u) for u in args.unet],
+            held_out_by=args.held_out_by,
             model_dir=args.model or settings.model_dir,
             cip_params=cip_params,
             backend=args.backend or settings.inference_backend,
@@ -533,6 +564,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         )
         for s in report.skipped:
             print(f"  SKIPPED {s['field']}: {s['reason']}")
+        if report.held_out_by is not None:
+            h = report.held_out_by
+            print(
+                f"  held out of training by {h['model_dir']} ({h['name']} {h['version']}): "
+                f"{len(report.fields)} field(s) evaluated ({h['on_plate']} of its "
+                f"{h['holdout_fields']} held-out field(s) are on this plate): "
+                f"{', '.join(report.fields)}"
+            )
         if args.json is not None:
             print(f"json:   {report.write_json(args.json)}")
         if args.figure is not None:

@@ -8,9 +8,16 @@ truth mask is scored, for every method, with the same fields for every method:
 * methods ``cip`` (:class:`~phagoflow.core.segmenters.CipSegmenter`) and ``cdl``
   (:class:`~phagoflow.core.segmenters.UNetSegmenter` on a model folder, by default the packaged
   one) segment the field now;
+* extra U-Net model folders (``unets``, ``--unet NAME=DIR``, e.g. ``mdl=models/mdl-1``) segment
+  the field now too, each exactly like ``cdl`` but with its own model, under the caller's name;
 * mask folders (:class:`MaskSource`, e.g. ``OUT/masks/cip`` of ``phagoflow run``) are scored
   as they are, as a method named by the caller (``NAME=DIR`` on the command line) or, by default,
   by the folder's last two path parts (``masks/cip``), so they never clash with ``cip``.
+
+``held_out_by`` (``--held-out-by MODEL_DIR``) restricts the evaluation to the fields that model's
+card lists in ``training.split.holdout`` (``phagoflow train --holdout F``): with the curated masks
+as truth, every method is then scored on curated fields the model never trained or validated on
+(the paper's Part B: CIP vs CDL vs MDL).
 
 Pixel, boundary and box metrics are accumulated field by field in one
 :class:`~phagoflow.core.evaluation.SegmentationScores` per method (no mask is kept). Object counts
@@ -26,6 +33,8 @@ error against the real number of objects, merges included. Per-well totals are c
 Bad input:
 
 * truth folder missing, or no truth mask matching any field of the plate: ``ValueError``;
+* ``held_out_by`` whose card lists no held-out field, none on this plate, or none with a truth
+  mask: ``ValueError`` naming the card;
 * a truth or ``--masks`` mask of the wrong shape, dtype or values: ``ValueError`` naming the file
   — the whole evaluation stops, because scores over a silently reduced set of fields would
   mislead;
@@ -59,9 +68,9 @@ from phagoflow.core.evaluation import (
     SegmentationScores,
     count_errors,
 )
-from phagoflow.core.model_dir import software_versions
+from phagoflow.core.model_dir import CARD_FILE, read_model_card, software_versions
 from phagoflow.core.opera import PlateCatalogue, load_field, read_plate
-from phagoflow.core.opera.catalogue import FieldKey, PlateFormatError
+from phagoflow.core.opera.catalogue import FieldKey, FieldRecord, PlateFormatError
 from phagoflow.core.segmenters import METHODS, Segmenter, make_segmenter
 from phagoflow.embedded.weak_labels import load_masks_dir, read_mask
 
@@ -72,6 +81,7 @@ __all__ = [
     "evaluate_plate",
     "format_count_errors",
     "parse_mask_source",
+    "read_holdout",
 ]
 
 logger = logging.getLogger(__name__)
@@ -132,6 +142,9 @@ class EvaluationReport:
         ``{"field", "reason"}`` per field left out.
     seconds : float
         Wall time.
+    held_out_by : dict, optional
+        With ``held_out_by``: the model folder, its card, name and version, the number of
+        held-out fields it lists, those on this plate and those without a truth mask.
     """
 
     catalogue: PlateCatalogue
@@ -146,6 +159,7 @@ class EvaluationReport:
     fields: list[str]
     skipped: list[dict[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    held_out_by: dict[str, Any] | None = None
 
     def well_counts(self) -> list[dict[str, Any]]:
         """Per well: fields, truth counts and every method's counts (totals over fields)."""
@@ -201,6 +215,7 @@ class EvaluationReport:
             "fields_evaluated": len(self.fields),
             "fields": self.fields,
             "skipped": self.skipped,
+            "held_out_by": self.held_out_by,
             "methods": methods,
             "wells": self.well_counts(),
             "software": software_versions(),
@@ -219,6 +234,103 @@ def _truth_root(truth_dir: Path, plate_id: str) -> Path:
     if not truth_dir.is_dir():
         raise ValueError(f"truth folder {truth_dir} does not exist")
     return truth_dir / plate_id if (truth_dir / plate_id).is_dir() else truth_dir
+
+
+def read_holdout(model_dir: Path) -> tuple[list[str], dict[str, Any]]:
+    """The held-out fields listed in a model folder's card (``phagoflow train --holdout``).
+
+    Parameters
+    ----------
+    model_dir : Path
+        A model folder written by ``phagoflow train`` (only its ``card.json`` is read; the
+        model files' checksums are not verified here).
+
+    Returns
+    -------
+    names : list of str
+        ``training.split.holdout``: ``PLATE/rRRcCCfFFpPP`` names.
+    info : dict
+        ``model_dir``, ``card``, ``name``, ``version`` and ``exports`` (plate id -> index
+        sha256 of the exports it was trained on).
+
+    Raises
+    ------
+    ValueError
+        No readable card, or a card whose ``training.split.holdout`` is missing or empty
+        (the message names the card).
+    """
+    card_path = Path(model_dir) / CARD_FILE
+    card = read_model_card(Path(model_dir), verify=False)
+    split = card.training.get("split")
+    names = split.get("holdout") if isinstance(split, dict) else None
+    if not names or not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ValueError(
+            f"{card_path} lists no held-out field (training.split.holdout); train the model "
+            "with `phagoflow train ... --holdout F` to keep curated fields out of training"
+        )
+    data = card.training.get("data")
+    exports = data.get("exports", []) if isinstance(data, dict) else []
+    info = {
+        "model_dir": str(Path(model_dir)),
+        "card": str(card_path),
+        "name": card.name,
+        "version": card.version,
+        "exports": {
+            e["plate_id"]: e.get("index_sha256")
+            for e in exports
+            if isinstance(e, dict) and "plate_id" in e
+        },
+    }
+    return list(names), info
+
+
+def _restrict_to_holdout(
+    records: list[FieldRecord], cat: PlateCatalogue, model_dir: Path, truth_root: Path
+) -> tuple[list[FieldRecord], dict[str, Any]]:
+    """Keep the records of the fields ``model_dir``'s card held out of training."""
+    names, info = read_holdout(model_dir)
+    card = info.pop("card")
+    trained_sha = info.pop("exports").get(cat.plate_id)
+    prefix = f"{cat.plate_id}/"
+    on_plate = {n[len(prefix) :] for n in names if n.startswith(prefix)}
+    plate_fields = {r.key.name for r in cat.fields}
+    if not on_plate & plate_fields:
+        plates = sorted({n.rpartition("/")[0] for n in names})
+        raise ValueError(
+            f"none of the {len(names)} held-out field(s) listed in {card} is on plate "
+            f"{cat.plate_id} (they are on plate(s) {', '.join(plates)})"
+        )
+    kept = [r for r in records if r.key.name in on_plate]
+    no_truth = sorted((on_plate & plate_fields) - {r.key.name for r in kept})
+    if not kept:
+        raise ValueError(
+            f"none of the {len(on_plate)} field(s) of plate {cat.plate_id} held out in {card} "
+            f"has a truth mask in {truth_root} (e.g. {no_truth[0]}.tiff)"
+        )
+    if no_truth:
+        logger.warning(
+            "%d held-out field(s) of %s have no truth mask in %s and are left out: %s",
+            len(no_truth),
+            card,
+            truth_root,
+            ", ".join(no_truth),
+        )
+    if trained_sha is not None and trained_sha != cat.index_sha256:
+        logger.warning(
+            "%s was trained on another export of plate %s (index sha256 %s…, this one %s…)",
+            model_dir,
+            cat.plate_id,
+            str(trained_sha)[:12],
+            cat.index_sha256[:12],
+        )
+    info.update(
+        card=card,
+        holdout_fields=len(names),
+        on_plate=len(on_plate & plate_fields),
+        without_truth=no_truth,
+        same_export=trained_sha == cat.index_sha256 if trained_sha is not None else None,
+    )
+    return kept, info
 
 
 def _mask_provenance(src: MaskSource, cat: PlateCatalogue, n: int) -> dict[str, Any]:
@@ -272,6 +384,8 @@ def evaluate_plate(
     *,
     methods: Sequence[str] = ("cip",),
     masks: Sequence[MaskSource] = (),
+    unets: Sequence[MaskSource] = (),
+    held_out_by: Path | None = None,
     model_dir: Path | None = None,
     cip_params: CipParameters | None = None,
     backend: str = "onnxruntime",
@@ -293,6 +407,12 @@ def evaluate_plate(
         Segmenters run now.
     masks : sequence of MaskSource
         Mask folders scored as they are.
+    unets : sequence of MaskSource
+        U-Net model folders (``path``) run now like ``cdl`` and reported under ``name``
+        (e.g. ``MaskSource("mdl", Path("models/mdl-1"))``).
+    held_out_by : Path, optional
+        Model folder whose card's ``training.split.holdout`` (``PLATE/field`` names) restricts
+        the evaluation to the fields it held out of training (matched on this plate's id).
     model_dir : Path, optional
         U-Net folder for ``cdl``; default: the packaged model.
     cip_params : CipParameters, optional
@@ -312,6 +432,7 @@ def evaluate_plate(
     ------
     ValueError
         No method; unknown or duplicate method name; truth folder missing or matching no field;
+        ``held_out_by`` listing no held-out field, none on this plate or none with a truth mask;
         a truth or mask file of the wrong shape/dtype/values (names the file); a mask folder
         missing or matching no field; no default model for ``cdl``; every field skipped.
     PlateFormatError
@@ -321,9 +442,9 @@ def evaluate_plate(
     """
     t_start = time.perf_counter()
     cfg = config if config is not None else EvaluationConfig()
-    names = [*methods, *(m.name for m in masks)]
+    names = [*methods, *(u.name for u in unets), *(m.name for m in masks)]
     if not names:
-        raise ValueError("nothing to evaluate: give --methods and/or --masks")
+        raise ValueError("nothing to evaluate: give --methods, --unet and/or --masks")
     for m in methods:
         if m not in METHODS:
             raise ValueError(f"unknown method {m!r}; expected one of {', '.join(METHODS)}")
@@ -332,8 +453,8 @@ def evaluate_plate(
     )
     if dupes:
         raise ValueError(
-            f"method name(s) {', '.join(dupes)} used twice or reserved; name mask folders with "
-            "NAME=DIR"
+            f"method name(s) {', '.join(dupes)} used twice or reserved; name mask folders and "
+            "U-Nets with NAME=DIR"
         )
 
     cat = read_plate(export)
@@ -346,6 +467,9 @@ def evaluate_plate(
             f"({len(truth_paths)} mask(s) there; expected names like "
             f"{cat.fields[0].key.name if cat.fields else 'r02c02f01p01'}.tiff)"
         )
+    holdout_info: dict[str, Any] | None = None
+    if held_out_by is not None:
+        records, holdout_info = _restrict_to_holdout(records, cat, Path(held_out_by), root)
     inst_dir = root / "instances"
     inst_paths = load_masks_dir(inst_dir) if inst_dir.is_dir() else {}
     use_instances = bool(inst_paths) and all(r.key.name in inst_paths for r in records)
@@ -377,9 +501,16 @@ def evaluate_plate(
         )
         for m in methods
     }
+    for u in unets:
+        seg = make_segmenter(
+            "cdl", model_dir=u.path, backend=backend, batch_size=batch_size, threads=threads
+        )
+        segmenters[u.name] = seg
     provenance: dict[str, dict[str, Any]] = {
         m: {**seg.provenance, "fingerprint": seg.fingerprint} for m, seg in segmenters.items()
     }
+    for u in unets:
+        provenance[u.name]["method"] = u.name
     for src in masks:
         provenance[src.name] = _mask_provenance(src, cat, len(mask_maps[src.name]))
 
@@ -471,6 +602,7 @@ def evaluate_plate(
         fields=evaluated,
         skipped=skipped,
         seconds=time.perf_counter() - t_start,
+        held_out_by=holdout_info,
     )
 
 

@@ -26,10 +26,17 @@ The card's ``training`` section holds :meth:`~phagoflow.core.training.TrainingOu
 (parameters, seed, metrics per epoch, split, ``data_checksums``: per-field image and label
 sha256 keyed ``PLATE/rRRcCCfFFpPP``, training time) plus ``data``: the label source (and CIP
 parameters and fingerprint), every export with its plate id, format, index sha256 and number of
-fields used, ``fields_digest`` (sha256 of ``data_checksums`` as sorted-key JSON: one value that
+fields used (and held out, ``fields_holdout``), ``n_holdout``, ``holdout_fraction``,
+``fields_digest`` (sha256 of ``data_checksums`` as sorted-key JSON: one value that
 changes whenever any training field or label does), the truth folder, the model fine-tuned from
 (``init``: folder, name, version, checksums) and the time spent reading fields and making labels.
 Package versions are in the card's ``software`` section.
+
+Held-out fields (``holdout``, MDL "Part B"): a fraction of the labelled fields is kept out of
+training *and* validation (:func:`select_holdout`: drawn with the training seed, round-robin over
+wells) and listed in the card as ``training.split.holdout`` (``PLATE/rRRcCCfFFpPP``, like
+``split.train`` and ``split.val``), so that ``phagoflow evaluate --held-out-by MODEL_DIR`` scores
+methods on exactly the curated fields the model never saw.
 
 Every refusal raises :class:`~phagoflow.core.training.TrainingError`,
 :class:`~phagoflow.core.model_dir.ModelDirError`,
@@ -46,7 +53,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,12 +70,13 @@ from phagoflow.core.model_dir import (
     save_model_dir,
 )
 from phagoflow.core.opera import read_plate
+from phagoflow.core.opera.catalogue import FieldKey
 from phagoflow.core.segmenters import CipSegmenter
 from phagoflow.core.training import TrainingConfig, TrainingData, TrainingError, train_unet
 from phagoflow.core.unet import UNetConfig
 from phagoflow.embedded.weak_labels import iter_fields, load_masks_dir, read_mask
 
-__all__ = ["TrainResult", "check_output_dir", "train_model"]
+__all__ = ["TrainResult", "check_output_dir", "select_holdout", "train_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +99,8 @@ class TrainResult:
         Wall time of :func:`~phagoflow.core.training.train_unet`, seconds.
     labels_time_s : float
         Wall time spent reading fields and making or reading labels, seconds.
+    holdout : list of str
+        Fields kept out of training and validation (``PLATE/rRRcCCfFFpPP``).
     """
 
     model_dir: Path
@@ -99,6 +109,7 @@ class TrainResult:
     best_epoch: int
     training_time_s: float
     labels_time_s: float
+    holdout: list[str] = field(default_factory=list)
 
 
 def check_output_dir(path: Path, *, overwrite: bool = False) -> None:
@@ -126,6 +137,66 @@ def check_output_dir(path: Path, *, overwrite: bool = False) -> None:
         probe.unlink()
     except OSError as exc:
         raise ValueError(f"cannot write a model to {path}: {exc}") from exc
+
+
+def select_holdout(names: Sequence[str], fraction: float, seed: int) -> list[str]:
+    """Choose the fields kept out of training and validation, spread over wells.
+
+    ``max(1, round(fraction * n))`` of the ``n`` fields are taken (none when ``fraction`` is 0):
+    the fields are shuffled with ``seed``, grouped by plate and well (in the order their first
+    field comes up), then taken round-robin over the wells — one field of every well before a
+    second of any well.
+
+    Parameters
+    ----------
+    names : sequence of str
+        Field names ``PLATE/rRRcCCfFFpPP`` (the names of the card's ``split``); a name whose
+        last part is not a field name counts as a well of its own.
+    fraction : float
+        Fraction of the fields to hold out, in [0, 1).
+    seed : int
+        The training seed (:attr:`~phagoflow.core.training.TrainingConfig.seed`); the draw uses
+        its own stream, independent of the train/validation split.
+
+    Returns
+    -------
+    list of str
+        The held-out names, in the order of ``names``.
+
+    Raises
+    ------
+    TrainingError
+        ``fraction`` outside [0, 1), duplicate names, or a hold-out that would leave no field to
+        train on (a single field, or a fraction that rounds to every field).
+    """
+    if not 0 <= fraction < 1:
+        raise TrainingError(f"holdout must be in [0, 1), got {fraction}")
+    n = len(names)
+    if len(set(names)) != n:
+        raise TrainingError("field names must be unique to choose held-out fields")
+    if fraction == 0 or n == 0:
+        return []
+    n_hold = max(1, round(fraction * n))
+    if n_hold >= n:
+        raise TrainingError(
+            f"holdout {fraction:g} of {n} labelled field(s) would hold out {n_hold}, leaving no "
+            "field to train on; label more fields or lower --holdout"
+        )
+    by_well: dict[str, list[int]] = {}
+    for i in np.random.default_rng([seed, 2]).permutation(n):
+        by_well.setdefault(_well_of(names[int(i)]), []).append(int(i))
+    depth = max(len(ws) for ws in by_well.values())
+    spread = [ws[k] for k in range(depth) for ws in by_well.values() if k < len(ws)]
+    return [names[i] for i in sorted(spread[:n_hold])]
+
+
+def _well_of(name: str) -> str:
+    """``PLATE/rRRcCC`` of ``PLATE/rRRcCCfFFpPP`` (the name itself if it is no field name)."""
+    plate, _, fname = name.rpartition("/")
+    try:
+        return f"{plate}/{FieldKey.parse(fname).well}"
+    except ValueError:
+        return name
 
 
 def _truth_masks(truth: Path, plate_id: str) -> dict[str, Path]:
@@ -169,6 +240,7 @@ def train_model(
     overwrite: bool = False,
     name: str = "phagoflow-unet",
     progress: bool = True,
+    holdout: float = 0.0,
 ) -> TrainResult:
     """Train a U-Net on the fields of ``exports`` and write a model folder to ``out``.
 
@@ -197,6 +269,10 @@ def train_model(
         Model name in the card.
     progress : bool
         Progress bars (labels, training).
+    holdout : float
+        Fraction of the labelled fields (all exports together) kept out of training and
+        validation (:func:`select_holdout` with ``config.seed``); recorded in the card as
+        ``training.split.holdout``. 0 (default) holds out none.
 
     Returns
     -------
@@ -205,7 +281,8 @@ def train_model(
     Raises
     ------
     TrainingError
-        No fields, no object in any label, a non-finite loss, initial weights that do not fit.
+        No fields, no object in any label, a non-finite loss, initial weights that do not fit,
+        ``holdout`` outside [0, 1) or leaving no field to train on.
     ModelDirError
         ``init`` is not a valid model folder (no card.json, checksum mismatch, ...).
     PlateFormatError
@@ -217,6 +294,8 @@ def train_model(
     if not exports:
         raise TrainingError("no plate export given")
     cfg = config if config is not None else TrainingConfig()
+    if not 0 <= holdout < 1:
+        raise TrainingError(f"--holdout must be in [0, 1), got {holdout}")
     out = Path(out)
     check_output_dir(out, overwrite=overwrite)
 
@@ -244,8 +323,7 @@ def train_model(
     images: list[NDArray[np.float32]] = []
     masks: list[NDArray[np.uint8]] = []
     names: list[str] = []
-    truth_masks: list[NDArray[np.uint8]] = []
-    missing_truth: list[str] = []
+    truth_masks: list[NDArray[np.uint8] | None] = []
     seen: set[str] = set()
     export_records: list[dict[str, Any]] = []
     for export in exports:
@@ -271,11 +349,8 @@ def train_model(
             seen.add(name_)
             if truth is not None:
                 tpath = truth_paths.get(lf.name)
-                if tpath is None:
-                    missing_truth.append(name_)
-                else:
-                    h, w = lf.label.shape
-                    truth_masks.append(read_mask(tpath, (int(h), int(w))))
+                h, w = lf.label.shape
+                truth_masks.append(None if tpath is None else read_mask(tpath, (int(h), int(w))))
         export_records.append(
             {
                 "path": str(Path(export).resolve()),
@@ -284,6 +359,7 @@ def train_model(
                 "format": cat.format_version,
                 "index_sha256": cat.index_sha256,
                 "fields": len(names) - n_before,
+                "fields_holdout": 0,
                 "fields_in_catalogue": len(cat.fields),
             }
         )
@@ -295,11 +371,33 @@ def train_model(
             f"no training fields: no readable field with {where} in "
             f"{', '.join(str(e) for e in exports)}"
         )
+    held = select_holdout(names, holdout, cfg.seed)
+    if held:
+        held_set = set(held)
+        keep = [i for i, n in enumerate(names) if n not in held_set]
+        images = [images[i] for i in keep]
+        masks = [masks[i] for i in keep]
+        truth_masks = [truth_masks[i] for i in keep] if truth is not None else []
+        names = [names[i] for i in keep]
+        for rec in export_records:
+            n_held = sum(h.startswith(f"{rec['plate_id']}/") for h in held)
+            rec["fields"] -= n_held
+            rec["fields_holdout"] = n_held
+        logger.info(
+            "holding out %d of %d labelled field(s) from training and validation (--holdout "
+            "%g, seed %d): %s",
+            len(held),
+            len(held) + len(names),
+            holdout,
+            cfg.seed,
+            ", ".join(held),
+        )
     if not any(bool(np.isin(m, (1, 2)).any()) for m in masks):
         source = "CIP found" if labels == "cip" else f"the masks in {labels} hold"
         raise TrainingError(f"{source} no objects at all in {len(names)} fields — nothing to learn")
     truth_list: list[NDArray[np.uint8]] | None = None
     if truth is not None:
+        missing_truth = [n for n, t in zip(names, truth_masks, strict=True) if t is None]
         if missing_truth:
             logger.warning(
                 "no truth mask in %s for %d of %d fields (e.g. %s); validation against the "
@@ -310,7 +408,7 @@ def train_model(
                 missing_truth[0],
             )
         else:
-            truth_list = truth_masks
+            truth_list = [t for t in truth_masks if t is not None]
     logger.info(
         "training on %d fields of %d plate(s) (labels: %s; %.1f s to read and label)",
         len(names),
@@ -339,12 +437,15 @@ def train_model(
     )
     digest = hashlib.sha256(json.dumps(outcome.data_checksums, sort_keys=True).encode()).hexdigest()
     extra = outcome.card_extra()
+    extra["split"]["holdout"] = held
     extra["data"] = {
         "labels": labels_source,
         "cip_parameters": cip.params.model_dump(mode="json") if cip is not None else None,
         "cip_fingerprint": cip.fingerprint if cip is not None else None,
         "exports": export_records,
         "n_fields": len(names),
+        "holdout_fraction": holdout,
+        "n_holdout": len(held),
         "fields_digest": digest,
         "truth": str(Path(truth).resolve()) if truth is not None else None,
         "truth_used": truth_list is not None,
@@ -375,4 +476,5 @@ def train_model(
         best_epoch=outcome.best_epoch,
         training_time_s=outcome.training_time_s,
         labels_time_s=labels_time,
+        holdout=held,
     )

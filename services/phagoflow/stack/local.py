@@ -401,8 +401,9 @@ def stack_up(
     }
     state_path.write_text(json.dumps(state, indent=2) + "\n")
     echo("endpoints:")
+    width = max(map(len, state["endpoints"]), default=0)
     for key, value in state["endpoints"].items():
-        echo(f"  {key:<15} {value}")
+        echo(f"  {key:<{width}}  {value}")
     echo(f"drop plate exports into {state['watch_dir']}; stop with `phagoflow stack down`")
     return state
 
