@@ -44,7 +44,7 @@ PORTS = [
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cip-workers", type=int, default=1)
-    ap.add_argument("--inference-workers", type=int, default=2)
+    ap.add_argument("--inference-workers", type=int, default=3)
     ap.add_argument("--throughput-wells", type=int, default=48)
     ap.add_argument("--cip-only", action="store_true", help="no Triton/inference (no model)")
     args = ap.parse_args()
@@ -100,7 +100,7 @@ def main() -> int:
             f"{tri['nv_inference_count']:.0f} tiles in {tri['nv_inference_exec_count']:.0f} "
             f"executions ({tri.get('tiles_per_execution')} tiles each)"
         )
-    rss = throughput["rss_mib"]
+    rss = throughput["rss_group_mib"]  # with child processes (Triton's backend stubs)
     print("RSS MiB: " + ", ".join(f"{k} {v:.0f}" for k, v in rss.items() if v is not None))
     print(f"details: {out}")
     return 0

@@ -76,7 +76,8 @@ def test_stack_up_e2e_status_down(
     assert main(["stack", "status", "--json"]) == 0
     status = json.loads(capsys.readouterr().out)
     names = {p["name"]: p for p in status["processes"]}
-    expected = {"kafka", "s3", "triton", "ingest", "cip", "inference", "inference-2", "metrics"}
+    expected = {"kafka", "s3", "triton", "ingest", "cip", "metrics"}
+    expected |= {"inference", "inference-2", "inference-3"}  # three cdl workers by default
     if PrometheusServer.executable() is not None:
         expected.add("prometheus")
     assert set(names) == expected
@@ -84,9 +85,9 @@ def test_stack_up_e2e_status_down(
     assert main(["stack", "up"]) == 1  # a second stack is refused
     if "prometheus" in names:  # a real scraper sees every service's /metrics
         targets = wait_for_targets(
-            stack_env.prometheus_port, {"ingest", "cip", "inference", "inference-2", "metrics"}
+            stack_env.prometheus_port, {"ingest", "cip", "inference", "inference-3", "metrics"}
         )
-        assert targets >= {"ingest", "cip", "inference", "inference-2", "metrics", "triton"}
+        assert targets >= {"ingest", "cip", "inference", "inference-3", "metrics", "triton"}
 
     assert run_e2e(wells=1, fields=2, interval_s=0.3, timeout_s=180) == 0
     assert "OK, per-well counts equal" in capsys.readouterr().out

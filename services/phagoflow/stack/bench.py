@@ -69,6 +69,28 @@ def group_cpu_seconds(pgids: Sequence[int]) -> dict[int, float]:
     return totals
 
 
+def group_rss_mib(pgids: Sequence[int]) -> dict[int, float]:
+    """Resident memory (MiB) summed over every process of each process group.
+
+    Triton's Python-backend stubs (one per model instance) are processes of their own; this
+    counts them with the server.
+    """
+    totals = dict.fromkeys(pgids, 0.0)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            pgrp = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[2])
+            if pgrp not in totals:
+                continue
+            for line in (entry / "status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    totals[pgrp] += int(line.split()[1]) / 1024
+        except (OSError, IndexError, ValueError):
+            continue
+    return {k: round(v, 1) for k, v in totals.items()}
+
+
 _TRITON_COUNTERS = ("nv_inference_request_success", "nv_inference_count", "nv_inference_exec_count")
 
 
@@ -240,6 +262,7 @@ def run_bench(
             triton["nv_inference_count"] / triton["nv_inference_exec_count"], 2
         )
     stream_s = last_result - t_start
+    rss_groups = group_rss_mib(list(procs.values()))
     status = stack_status(settings)
     return {
         "plate": plate,
@@ -260,6 +283,7 @@ def run_bench(
         "latency": per_method,
         "triton": triton,
         "rss_mib": {p["name"]: p.get("rss_mib") for p in status["processes"]},
+        "rss_group_mib": {name: rss_groups[pid] for name, pid in procs.items()},
         "finished": datetime.now().isoformat(timespec="seconds"),
     }
 

@@ -76,11 +76,11 @@ class StackSettings(BaseSettings):
         Processes in the ``cip`` / ``cdl`` consumer groups (extra workers listen on the next
         ports: ``cip_port + 1``, ..., or on a free port when that one is configured for another
         part or in use; ``phagoflow stack status`` lists them; at most the 6 partitions do
-        work). Two inference workers by default: while one waits for Triton the other downloads,
-        stitches and uploads, so Triton always has a request queued (one worker leaves it idle
-        about a third of the time), and Triton's dynamic batcher merges their tiles across
-        fields. Measured with ``benchmarks/bench_stream.py`` on 2 cores: 0.72x of the embedded
-        run with one worker, 0.84x with two.
+        work). Three inference workers by default: each keeps one request in flight, so Triton
+        (two CPU instances) always has work queued while the workers download, stitch and
+        upload. Measured with ``benchmarks/bench_stream.py`` on 2 cores, 96-field plate, against
+        the embedded run: 0.72x with one worker and one Triton instance, 0.78-0.84x with two
+        workers, 0.88-0.89x with three workers and two instances.
     bucket : str
         S3 bucket.
     model_dir : Path or None
@@ -105,7 +105,7 @@ class StackSettings(BaseSettings):
     inference_port: int = Field(default=8403, ge=1, le=65535)
     metrics_port: int = Field(default=8400, ge=1, le=65535)
     cip_workers: int = Field(default=1, ge=1, le=16)
-    inference_workers: int = Field(default=2, ge=1, le=16)
+    inference_workers: int = Field(default=3, ge=1, le=16)
     bucket: str = "phagoflow"
     model_dir: Path | None = None
     model_repository: Path = Path("model_repository")
