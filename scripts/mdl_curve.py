@@ -33,7 +33,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from _recipe import cip_weak_labels, score, simulate_plate_fields
+from _recipe import cip_weak_labels, parse_overrides, score, simulate_plate_fields
 
 from phagoflow.core.inference import Predictor, TorchBackend, default_model_dir
 from phagoflow.core.model_dir import load_model_dir
@@ -55,11 +55,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--patches", type=int, default=256, help="patches per epoch")
     ap.add_argument("--learning-rate", type=float, default=2e-3)
+    ap.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
+    ap.add_argument("--ce-weight", type=float, default=0.0, help="cross-entropy added to Dice")
     ap.add_argument("--scratch", action="store_true", help="also train from scratch on N fields")
+    ap.add_argument(
+        "--no-finetune", action="store_true", help="skip fine-tuning CDL (with --scratch)"
+    )
+    ap.add_argument("--width", type=int, default=None, help="U-Net width from scratch")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other TrainingConfig field, e.g. --set weight_decay=0 (repeatable)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=Path("experiment-out/mdl"))
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument(
+        "--save-models", action="store_true", help="write each MDL's weights to OUT/*.pt"
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     t_all = time.perf_counter()
@@ -101,23 +117,36 @@ def main(argv: list[str] | None = None) -> int:
             labels=[pool[i].truth for i in idx],
             names=[pool[i].name for i in idx],
         )
-        starts = [("MDL (fine-tuned CDL)", cdl_net.state_dict())]
+        starts = [] if args.no_finetune else [("MDL (fine-tuned CDL)", cdl_net.state_dict())]
         if args.scratch:
             starts.append(("MDL (from scratch)", None))
         for label, init in starts:
+            width = card.architecture.base_channels
+            if init is None and args.width is not None:
+                width = args.width
             cfg = TrainingConfig(
-                base_channels=card.architecture.base_channels,
+                base_channels=width,
                 epochs=args.epochs,
                 patches_per_epoch=args.patches,
                 learning_rate=args.learning_rate,
+                optimizer=args.optimizer,
+                ce_weight=args.ce_weight,
                 normalisation=norm,
                 val_fraction=0.1 if n >= 10 else 0.0,
                 seed=args.seed,
                 num_threads=args.threads,
+                **parse_overrides(args.set),  # strings; pydantic converts
             )
             t0 = time.perf_counter()
             out = train_unet(data, cfg, progress=not args.no_progress, init_state=init)
             t_train = time.perf_counter() - t0
+            if args.save_models:
+                args.out.mkdir(parents=True, exist_ok=True)
+                tag = "finetuned" if init is not None else "scratch"
+                torch.save(
+                    {"state_dict": out.model.state_dict(), "base_channels": width},
+                    args.out / f"mdl-{tag}-n{n}.pt",
+                )
             pred = Predictor(TorchBackend(out.model, threads=args.threads), normalisation=norm)
             sc = score(test, _predict(pred, test))
             rows.append({"method": label, "n_curated": n, "train_seconds": t_train, **sc})

@@ -146,6 +146,14 @@ def get_arg_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="JSON file with TrainingConfig fields (see phagoflow.core.training)",
     )
+    p.add_argument(
+        "--preset",
+        choices=("paper", "mdl"),
+        default="paper",
+        help="starting TrainingConfig: 'paper' (SGD, Dice) or 'mdl' (the measured fine-tuning "
+        "recipe for curated masks: Adam 3e-3, Dice + 2 x cross-entropy, 24 epochs of 256 "
+        "patches); --config and the flags below override it",
+    )
     g = p.add_argument_group("training parameters (default: --config, else the paper's)")
     g.add_argument("--epochs", type=int, default=None, help="maximum epochs (15)")
     g.add_argument("--seed", type=int, default=None, help="split, patches and weights seed (0)")
@@ -485,9 +493,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.init == "default":
         init = default_model_dir()
     try:
-        fields = json.loads(args.config.read_text()) if args.config is not None else {}
-        if not isinstance(fields, dict):
+        from phagoflow.core.training import TRAINING_PRESETS
+
+        from_file = json.loads(args.config.read_text()) if args.config is not None else {}
+        if not isinstance(from_file, dict):
             raise ValueError(f"{args.config} must hold a JSON object of TrainingConfig fields")
+        fields = {**TRAINING_PRESETS[args.preset], **from_file}
         fields.update({k: getattr(args, k) for k in _TRAIN_FLAGS if getattr(args, k) is not None})
         if args.early_stopping is not None:
             fields["early_stopping_patience"] = args.early_stopping

@@ -158,6 +158,26 @@ def test_init_default_fine_tunes_the_packaged_model(plate: Path, tmp_path: Path)
     assert card.normalisation == shipped.normalisation
 
 
+def test_preset_mdl_sets_the_fine_tuning_recipe_and_flags_override_it(
+    plate: Path, tmp_path: Path
+) -> None:
+    """`--preset mdl` starts from the measured MDL recipe; --config and flags still win."""
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"learning_rate": 0.001}))
+    out = tmp_path / "mdl"
+    rc = _train([str(plate), "--out", str(out), "--labels", str(plate / "truth"),
+                 "--preset", "mdl", "--config", str(cfg), *TINY])  # fmt: skip
+    assert rc == 0
+    _, card = load_model_dir(out)
+    params = card.training["parameters"]
+    assert params["optimizer"] == "adam" and params["ce_weight"] == 2.0  # from the preset
+    assert params["learning_rate"] == 0.001  # --config over the preset
+    assert params["epochs"] == 1 and params["patches_per_epoch"] == 4  # flags over both
+    paper = tmp_path / "paper"
+    assert _train([str(plate), "--out", str(paper), "--labels", str(plate / "truth"), *TINY]) == 0
+    assert load_model_dir(paper)[1].training["parameters"]["optimizer"] == "sgd"
+
+
 def test_init_state_starts_from_the_given_weights() -> None:
     rng = np.random.default_rng(0)
     img = rng.poisson(100, (2, 32, 32)).astype(np.float32)
