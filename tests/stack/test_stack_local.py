@@ -85,7 +85,8 @@ def test_stack_up_e2e_status_down(
     assert main(["stack", "up"]) == 1  # a second stack is refused
     if "prometheus" in names:  # a real scraper sees every service's /metrics
         targets = wait_for_targets(
-            stack_env.prometheus_port, {"ingest", "cip", "inference", "inference-3", "metrics"}
+            stack_env.prometheus_port,
+            {"ingest", "cip", "inference", "inference-3", "metrics", "triton"},
         )
         assert targets >= {"ingest", "cip", "inference", "inference-3", "metrics", "triton"}
 
