@@ -6,22 +6,14 @@ import os
 import platform
 from pathlib import Path
 
+from phagoflow.reporting.machine import cpu_description
+
 BENCH_DIR = Path(os.environ.get("PHAGOFLOW_BENCH_DIR", "bench-out"))
 
 
 def machine() -> str:
     """One line describing the machine the figures come from."""
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"{platform.machine()}, {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}"
-    )
+    return f"{cpu_description()}, Python {platform.python_version()}"
 
 
 def ensure_plate(wells: int = 24, fields: int = 4, seed: int = 7, fmt: str = "harmony5") -> Path:

@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -53,6 +51,7 @@ from _recipe import (
 
 from phagoflow.core.cip import CipParameters
 from phagoflow.core.simulate import SimulationParameters
+from phagoflow.reporting.machine import cpu_description
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "experiment.md"
 START, END = "<!-- experiment-results:start -->", "<!-- experiment-results:end -->"
@@ -345,18 +344,7 @@ def write_doc(table: str) -> None:
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"{platform.machine()}, {os.cpu_count()} cores ({cpu}), torch {torch.__version__}, "
-        f"numpy {np.__version__}"
-    )
+    return f"{cpu_description()}, torch {torch.__version__}, numpy {np.__version__}"
 
 
 def log(msg: str) -> None:

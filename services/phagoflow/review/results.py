@@ -209,6 +209,25 @@ class ReviewResults(Protocol):
         ...
 
 
+def lookup_field(keys: dict[str, FieldKey], name: str, plate_id: str) -> FieldKey:
+    """The key of field ``name`` among ``keys``; ``KeyError`` (quoting 40 characters) otherwise.
+
+    The one check between request text and a field: only an exact field name of the plate
+    passes, so ``/``, ``..`` or a NUL byte never reach a path.
+    """
+    key = keys.get(name)
+    if key is None:
+        raise KeyError(f"no field {name[:40]!r} on plate {plate_id}")
+    return key
+
+
+def lookup_well(wells: dict[str, WellInfo], name: str, plate_id: str) -> str:
+    """``name`` if it is a well of the plate; ``KeyError`` otherwise."""
+    if name not in wells:
+        raise KeyError(f"no well {name[:40]!r} on plate {plate_id}")
+    return name
+
+
 class ResultsFolder:
     """An embedded results folder with its plate catalogue.
 
@@ -295,16 +314,11 @@ class ResultsFolder:
             ``name`` is not a field of this plate (this includes anything with ``/``, ``..``,
             a NUL byte, or any other text that is not exactly a catalogue field name).
         """
-        key = self._keys.get(name)
-        if key is None:
-            raise KeyError(f"no field {name[:40]!r} on plate {self.plate_id}")
-        return key
+        return lookup_field(self._keys, name, self.plate_id)
 
     def well_name(self, name: str) -> str:
         """Validated well name; ``KeyError`` when the plate has no such well."""
-        if name not in self.wells:
-            raise KeyError(f"no well {name[:40]!r} on plate {self.plate_id}")
-        return name
+        return lookup_well(self.wells, name, self.plate_id)
 
     def mask_path(self, key: FieldKey, source: str) -> Path:
         """Path of the mask of ``key`` from ``source`` (a method or ``curated``).

@@ -57,6 +57,8 @@ from phagoflow.review.results import (
     ResultsUnavailable,
     WellInfo,
     build_wells,
+    lookup_field,
+    lookup_well,
     read_mask_tiff,
     summarise_fields,
     tally_objects,
@@ -425,16 +427,11 @@ class StoreResults:
 
     def field_key(self, name: str) -> FieldKey:
         """The key of field ``name`` (``KeyError`` unless a published field of the plate)."""
-        key = self._keys.get(name)
-        if key is None:
-            raise KeyError(f"no field {name[:40]!r} on plate {self.plate_id}")
-        return key
+        return lookup_field(self._keys, name, self.plate_id)
 
     def well_name(self, name: str) -> str:
         """Validated well name; ``KeyError`` when the plate has no such well."""
-        if name not in self.wells:
-            raise KeyError(f"no well {name[:40]!r} on plate {self.plate_id}")
-        return name
+        return lookup_well(self.wells, name, self.plate_id)
 
     def image(self, key: FieldKey) -> npt.NDArray[np.float32]:
         """The raw field ``(2, H, W)`` float32 [DsRed, pHluorin], as the cip service reads it."""

@@ -47,6 +47,22 @@ def _percentiles(values: list[float]) -> dict[str, float | int | None]:
     }
 
 
+def _group_members(pgids: Sequence[int]) -> dict[int, list[tuple[Path, list[str]]]]:
+    """Live processes of each process group: ``(/proc/PID, stat fields after "(comm)")``."""
+    members: dict[int, list[tuple[Path, list[str]]]] = {g: [] for g in pgids}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            pgrp = int(fields[2])  # state ppid pgrp ...
+        except (OSError, IndexError, ValueError):
+            continue
+        if pgrp in members:
+            members[pgrp].append((entry, fields))
+    return members
+
+
 def group_cpu_seconds(pgids: Sequence[int]) -> dict[int, float]:
     """CPU time (user + system, seconds) of every live process in each process group.
 
@@ -55,18 +71,10 @@ def group_cpu_seconds(pgids: Sequence[int]) -> dict[int, float]:
     during the interval are not counted.
     """
     tick = os.sysconf("SC_CLK_TCK")
-    totals = dict.fromkeys(pgids, 0.0)
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        pgrp = int(fields[2])  # after "pid (comm)": state ppid pgrp ...
-        if pgrp in totals:
-            totals[pgrp] += (int(fields[11]) + int(fields[12])) / tick  # utime + stime
-    return totals
+    return {
+        g: sum((int(f[11]) + int(f[12])) / tick for _, f in procs)  # utime + stime
+        for g, procs in _group_members(pgids).items()
+    }
 
 
 def group_rss_mib(pgids: Sequence[int]) -> dict[int, float]:
@@ -75,20 +83,17 @@ def group_rss_mib(pgids: Sequence[int]) -> dict[int, float]:
     Triton's Python-backend stubs (one per model instance) are processes of their own; this
     counts them with the server.
     """
-    totals = dict.fromkeys(pgids, 0.0)
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            pgrp = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[2])
-            if pgrp not in totals:
+    totals: dict[int, float] = {}
+    for g, procs in _group_members(pgids).items():
+        kib = 0
+        for entry, _ in procs:
+            try:
+                lines = (entry / "status").read_text().splitlines()
+            except OSError:
                 continue
-            for line in (entry / "status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    totals[pgrp] += int(line.split()[1]) / 1024
-        except (OSError, IndexError, ValueError):
-            continue
-    return {k: round(v, 1) for k, v in totals.items()}
+            kib += sum(int(line.split()[1]) for line in lines if line.startswith("VmRSS:"))
+        totals[g] = round(kib / 1024, 1)
+    return totals
 
 
 _TRITON_COUNTERS = ("nv_inference_request_success", "nv_inference_count", "nv_inference_exec_count")
