@@ -1,7 +1,7 @@
 """Streaming stack vs embedded run: latency at a microscope's pace, throughput, memory.
 
 Starts a private local stack (tansu, moto S3 standing in for MinIO, Triton when a model exists,
-Prometheus when installed, the four services) on free loopback ports under
+Prometheus when installed, the four services) on loopback ports the OS picks, under
 ``bench-out/stream-stack``, runs :func:`phagoflow.stack.bench.run_bench` twice and stops it:
 
 1. latency: 8 wells x 2 fields copied one field every 2 s (a microscope's pace) — acquisition →
@@ -25,7 +25,6 @@ import shutil
 import sys
 
 from _common import BENCH_DIR, machine
-from phagoflow.stack import free_ports
 
 PORTS = [
     "KAFKA_PORT",
@@ -52,9 +51,7 @@ def main() -> int:
     # The stack's S3 and Kafka start empty, so plates left in the watch folder by an earlier
     # run would be ingested again and compete with the measured plates.
     shutil.rmtree(stack_dir / "incoming", ignore_errors=True)
-    env = {
-        f"PHAGOFLOW_{p}": str(port) for p, port in zip(PORTS, free_ports(len(PORTS)), strict=True)
-    }
+    env = {f"PHAGOFLOW_{p}": "0" for p in PORTS}  # every component binds a port the OS picks
     env.update(
         PHAGOFLOW_STACK_DIR=str(stack_dir),
         PHAGOFLOW_WATCH_DIR=str(stack_dir / "incoming"),

@@ -44,9 +44,17 @@ from phagoflow.services.cip import segment_and_publish
 from phagoflow.services.ingest import IngestService, IngestSettings
 from phagoflow.services.kafkaio import make_producer
 from phagoflow.services.objectstore import ObjectStore
-from phagoflow.stack import MotoS3Server, TansuBroker, free_port
+from phagoflow.stack import MotoS3Server, TansuBroker, candidate_port
 
 NPY = {"Content-Type": "application/x-npy"}
+
+
+def _dead_endpoint() -> str:
+    """``host:port`` where nothing listens: a port the OS just handed out and nobody bound.
+
+    For a refused connection only (S3 "down"); no server is ever started on it.
+    """
+    return f"127.0.0.1:{candidate_port()}"
 
 
 @dataclass
@@ -369,7 +377,7 @@ def test_refresh_picks_up_new_results_and_the_metrics_wells_csv(  # type: ignore
 
 def test_store_going_away_makes_readyz_fail(client, results: StoreResults, s3_server) -> None:  # type: ignore[no-untyped-def]
     results.store = ObjectStore(
-        f"127.0.0.1:{free_port()}", "x", "y", bucket=results.store.bucket, retries=1, timeout_s=1
+        _dead_endpoint(), "x", "y", bucket=results.store.bucket, retries=1, timeout_s=1
     )
     assert client.get("/api/plate").status_code == 200  # the last state is still served
     r = client.get("/readyz")
@@ -395,7 +403,7 @@ def test_plate_without_masks(stored: StoredPlate, s3_server: MotoS3Server) -> No
 
 
 def test_unreachable_store() -> None:
-    dead = ObjectStore(f"127.0.0.1:{free_port()}", "x", "y", bucket="phagoflow", retries=1)
+    dead = ObjectStore(_dead_endpoint(), "x", "y", bucket="phagoflow", retries=1)
     with pytest.raises(ResultsUnavailable, match="not reachable"):
         StoreResults(dead, "SIM5")
 
@@ -444,7 +452,7 @@ def test_cli_errors_exit_1_with_a_message(  # type: ignore[no-untyped-def]
     assert "no plate chosen: set PHAGOFLOW_REVIEW_PLATE" in capsys.readouterr().err
     assert main(["review"]) == 1
     assert "either RESULTS_DIR or --s3 PLATE" in capsys.readouterr().err
-    monkeypatch.setenv("PHAGOFLOW_S3_ENDPOINT", f"127.0.0.1:{free_port()}")
+    monkeypatch.setenv("PHAGOFLOW_S3_ENDPOINT", _dead_endpoint())
     assert main(["review", "--s3", stored.plate_id]) == 1
     assert "is not reachable" in capsys.readouterr().err
 

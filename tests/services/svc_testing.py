@@ -21,6 +21,7 @@ from phagoflow.services.common import Service, ServiceSettings
 from phagoflow.services.ingest import IngestService, IngestSettings
 from phagoflow.services.objectstore import ObjectStore
 from phagoflow.stack import MotoS3Server, TansuBroker
+from phagoflow.stack.local import ServiceProcess
 
 S = TypeVar("S", bound=ServiceSettings)
 T = TypeVar("T")
@@ -127,6 +128,27 @@ class LocalStack:
                     ends = consumer.end_offsets(parts)
         finally:
             consumer.close()
+
+    def processes(self, names: list[str], **env: str) -> dict[str, ServiceProcess]:
+        """``phagoflow serve NAME`` processes (not started) on this broker and bucket.
+
+        Each binds a port the OS picks (``PHAGOFLOW_<NAME>_PORT=0``) and reports it as
+        ``.port`` once started; a restart after ``kill()`` reuses it. ``env`` adds
+        ``PHAGOFLOW_*`` settings.
+        """
+        full = {
+            **self.env(),
+            "PHAGOFLOW_WATCH_DIR": str(self.tmp / "incoming"),
+            "PHAGOFLOW_INGEST_POLL_S": "0.2",
+            "PHAGOFLOW_INGEST_SETTLE_S": "0.3",
+            "PHAGOFLOW_INGEST_QUIET_S": "2",
+            "OMP_NUM_THREADS": "1",
+            **env,
+        }
+        return {
+            n: ServiceProcess(n, env=full, log_path=self.tmp / f"{n}.log", startup_timeout_s=90)
+            for n in names
+        }
 
     def produce(self, topic: str, value: bytes, key: bytes | None = None) -> None:
         producer = KafkaProducer(bootstrap_servers=self.broker.bootstrap_servers, acks="all")

@@ -15,7 +15,15 @@ from phagoflow.services import build_service
 from phagoflow.services.cip import CipService, CipSettings
 from phagoflow.services.common import JsonFormatter, log_context
 from phagoflow.services.metrics import MetricsSettings
-from phagoflow.stack import free_port
+from phagoflow.stack import candidate_port
+
+
+def _dead_endpoint() -> str:
+    """``host:port`` where nothing listens: a port the OS just handed out and nobody bound.
+
+    For a refused connection only (S3 "down"); no server is ever started on it.
+    """
+    return f"127.0.0.1:{candidate_port()}"
 
 
 def _status(url: str) -> tuple[int, dict[str, object]]:
@@ -48,7 +56,7 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_waits_for_unreachable_s3_and_stops_cleanly(local_stack: LocalStack) -> None:
     settings = local_stack.settings(
-        CipSettings, s3_endpoint=f"127.0.0.1:{free_port()}", s3_retries=1, s3_timeout_s=0.5
+        CipSettings, s3_endpoint=_dead_endpoint(), s3_retries=1, s3_timeout_s=0.5
     )
     svc = CipService(settings, http_port=0)
     thread = svc.run_in_thread()

@@ -5,20 +5,18 @@ The final per-well counts must equal those of `phagoflow run`: no field lost, no
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from svc_testing import LocalStack, copy_into, harmony_files, wait_for
-from test_service_e2e import Proc, _get, _ready
+from test_service_e2e import _get
 
 from phagoflow import events as ev
 from phagoflow.core.simulate import SimulatedPlate
 from phagoflow.embedded.run import RunResult
 from phagoflow.services.cip import CipService, CipSettings
-from phagoflow.stack import MotoS3Server, free_port
+from phagoflow.stack import MotoS3Server
 
 pytestmark = pytest.mark.slow
 
@@ -40,36 +38,17 @@ def _got(port: int, plate: str) -> list[tuple[str, int, int, int]]:
     )
 
 
-@pytest.fixture
-def stack_env(local_stack: LocalStack) -> Iterator[tuple[dict[str, str], dict[str, int]]]:
-    ports = {name: free_port() for name in ("ingest", "cip", "metrics")}
-    env = {
-        **os.environ,
-        **local_stack.env(),
-        "PHAGOFLOW_WATCH_DIR": str(local_stack.tmp / "incoming"),
-        "PHAGOFLOW_INGEST_POLL_S": "0.2",
-        "PHAGOFLOW_INGEST_SETTLE_S": "0.3",
-        "PHAGOFLOW_INGEST_QUIET_S": "2",
-        "PHAGOFLOW_INGEST_PORT": str(ports["ingest"]),
-        "PHAGOFLOW_CIP_PORT": str(ports["cip"]),
-        "PHAGOFLOW_METRICS_PORT": str(ports["metrics"]),
-        "OMP_NUM_THREADS": "1",
-    }
-    yield env, ports
-
-
 def test_kill_9_each_service_mid_plate(
     local_stack: LocalStack,
     sim_plate: SimulatedPlate,
     reference: RunResult,
-    stack_env: tuple[dict[str, str], dict[str, int]],
 ) -> None:
-    env, ports = stack_env
-    procs = {n: Proc(n, env, local_stack.tmp / f"{n}.log").start() for n in ports}
+    procs = local_stack.processes(["ingest", "cip", "metrics"])
     plate = sim_plate.plate_id
     try:
-        for port in ports.values():
-            wait_for(lambda port=port: _ready(port), timeout_s=60, every_s=0.2)
+        for proc in procs.values():
+            proc.start()
+        ports = {n: p.port for n, p in procs.items()}
         index, fields = harmony_files(sim_plate.export_dir)
         names = sorted(fields)
         dest = local_stack.tmp / "incoming" / "plate" / "Images"

@@ -12,7 +12,7 @@ from kafka.structs import OffsetAndMetadata
 
 from phagoflow import events as ev
 from phagoflow.core.opera.catalogue import FieldKey
-from phagoflow.stack import StackError, TansuBroker, free_port, kafka_api_versions_ok
+from phagoflow.stack import StackError, TansuBroker, candidate_port, kafka_api_versions_ok
 
 #: Consumer settings that make a group join take ~2 s on tansu (see docs/streaming.md).
 GROUP_SETTINGS: dict[str, Any] = {
@@ -36,7 +36,8 @@ def test_broker_answers_kafka_protocol(tansu_broker: TansuBroker) -> None:
     assert tansu_broker.url == f"tcp://127.0.0.1:{tansu_broker.port}"
     assert tansu_broker.bootstrap_servers == f"127.0.0.1:{tansu_broker.port}"
     assert kafka_api_versions_ok(tansu_broker.host, tansu_broker.port)
-    assert not kafka_api_versions_ok("127.0.0.1", free_port())
+    # a dead endpoint: a port the OS just handed out and nobody listens on (refused connection)
+    assert not kafka_api_versions_ok("127.0.0.1", candidate_port())
 
 
 def test_create_topics_explicit_partitions_and_idempotent(tansu_broker: TansuBroker) -> None:

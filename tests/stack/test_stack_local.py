@@ -15,7 +15,6 @@ from phagoflow.cli import main
 from phagoflow.core.model_dir import save_model_dir
 from phagoflow.core.normalisation import NormalisationConfig
 from phagoflow.core.unet import UNet, UNetConfig
-from phagoflow.stack import free_ports
 from phagoflow.stack.bench import run_bench
 from phagoflow.stack.e2e import run_e2e
 from phagoflow.stack.local import PrometheusServer, StackSettings, stack_down, stack_status
@@ -56,8 +55,8 @@ def stack_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack
         "kafka_port", "s3_port", "triton_grpc_port", "triton_http_port", "triton_metrics_port",
         "prometheus_port", "ingest_port", "cip_port", "inference_port", "metrics_port",
     )  # fmt: skip
-    for name, port in zip(names, free_ports(len(names)), strict=True):
-        env[f"PHAGOFLOW_{name.upper()}"] = str(port)
+    for name in names:  # every component binds a port the OS picks; stack.json says which
+        env[f"PHAGOFLOW_{name.upper()}"] = "0"
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     settings = StackSettings()
@@ -72,10 +71,13 @@ def test_stack_up_e2e_status_down(
 ) -> None:
     assert main(["stack", "up"]) == 0
     out = capsys.readouterr().out
-    assert f"http://127.0.0.1:{stack_env.metrics_port}/api/v1/plates" in out
     assert main(["stack", "status", "--json"]) == 0
     status = json.loads(capsys.readouterr().out)
     names = {p["name"]: p for p in status["processes"]}
+    ports = {name: p["port"] for name, p in names.items()}
+    assert all(ports.values()), ports  # each reports the port the OS gave it
+    assert len(set(ports.values())) == len(ports)
+    assert f"http://127.0.0.1:{ports['metrics']}/api/v1/plates" in out
     expected = {"kafka", "s3", "triton", "ingest", "cip", "metrics"}
     expected |= {"inference", "inference-2", "inference-3"}  # three cdl workers by default
     if PrometheusServer.executable() is not None:
@@ -85,7 +87,7 @@ def test_stack_up_e2e_status_down(
     assert main(["stack", "up"]) == 1  # a second stack is refused
     if "prometheus" in names:  # a real scraper sees every service's /metrics
         targets = wait_for_targets(
-            stack_env.prometheus_port,
+            ports["prometheus"],
             {"ingest", "cip", "inference", "inference-3", "metrics", "triton"},
         )
         assert targets >= {"ingest", "cip", "inference", "inference-3", "metrics", "triton"}

@@ -1,9 +1,10 @@
-"""ManagedProcess: free ports, readiness, startup errors, stop/kill/pause, dying with the parent."""
+"""ManagedProcess: ports from the OS, readiness, startup errors, stop/kill/pause, parent death."""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -14,7 +15,8 @@ from typing import Any, ClassVar
 
 import pytest
 
-from phagoflow.stack import ManagedProcess, StackError, free_port, port_open
+from phagoflow.stack import ManagedProcess, StackError, port_open, process
+from phagoflow.stack.procfs import listening_sockets
 
 
 class HttpServer(ManagedProcess):
@@ -27,7 +29,13 @@ class HttpServer(ManagedProcess):
         return f"http://{self.host}:{self.port}"
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "http.server", "--bind", self.host, str(self.port)]
+        return [sys.executable, "-m", "http.server", "--bind", self.host, str(self.bind_port)]
+
+
+class CandidateHttpServer(HttpServer):
+    """The same server treated like tansu: it is given a candidate port, never port 0."""
+
+    binds_port_zero: ClassVar[bool] = False
 
 
 class Scripted(ManagedProcess):
@@ -70,10 +78,59 @@ def _wait_gone(pid: int, timeout_s: float = 5.0) -> bool:
     return False
 
 
-def test_free_port_is_bindable() -> None:
-    port = free_port()
-    assert 1024 <= port <= 65535
-    assert not port_open("127.0.0.1", port)
+def _listener() -> socket.socket:
+    """A socket of this test process listening on a port the OS picked (another program)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    return sock
+
+
+def test_port_zero_is_bound_by_the_server_and_read_back(tmp_path: Path) -> None:
+    with HttpServer(log_path=tmp_path / "http.log") as server:
+        assert server.pid is not None
+        assert ("127.0.0.1", server.port) in listening_sockets(server.pid)
+        header = (tmp_path / "http.log").read_text().splitlines()[1]
+        assert header.endswith(" 0"), header  # the server was told port 0, not a guess
+        with urllib.request.urlopen(server.url + "/", timeout=2) as resp:
+            assert resp.status == 200
+
+
+def test_candidate_taken_before_bind_is_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race that made the suite flake: the port is taken between the choice and bind()."""
+    with _listener() as taken:
+        held = int(taken.getsockname()[1])
+        handed = iter([held, held])
+        real = process.candidate_port
+        # deterministic race: the first two candidates are already taken by another program
+        monkeypatch.setattr(process, "candidate_port", lambda h: next(handed, None) or real(h))
+        with CandidateHttpServer(log_path=tmp_path / "http.log") as server:
+            assert server.port != held
+            assert server.pid is not None and ("127.0.0.1", server.port) in listening_sockets(
+                server.pid
+            )
+        assert (tmp_path / "http.log").read_text().count("Address already in use") == 2
+
+
+def test_fixed_port_held_by_another_program_is_a_clear_error(tmp_path: Path) -> None:
+    with _listener() as other:
+        port = int(other.getsockname()[1])
+        with pytest.raises(StackError, match="already in use"):
+            HttpServer(port=port, log_path=tmp_path / "http.log").start()
+
+
+def test_readiness_is_never_answered_by_another_program(tmp_path: Path) -> None:
+    """A server that does not listen is not "ready" because another program holds its port."""
+    with _listener() as other:
+        port = int(other.getsockname()[1])
+        quiet = Scripted(
+            "import time; time.sleep(60)", port=port, startup_timeout_s=1.0, log_path=tmp_path / "q"
+        )
+        with pytest.raises(StackError, match="never listened on its port"):
+            quiet.start()
+        assert not quiet.running
 
 
 def test_start_serves_then_stop_frees_port(tmp_path: Path) -> None:
@@ -109,7 +166,6 @@ def test_restart_keeps_the_port(tmp_path: Path) -> None:
 def test_early_exit_reports_exit_code_and_log(tmp_path: Path) -> None:
     server = Scripted(
         "import sys; print('cannot open config file'); sys.exit(3)",
-        port=free_port(),
         log_path=tmp_path / "s.log",
     )
     with pytest.raises(StackError, match="exit code 3") as exc:

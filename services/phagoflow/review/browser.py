@@ -1,6 +1,7 @@
 """Helpers to drive the review app from a real browser (browser test and screenshot script).
 
-:func:`live_server` runs an app with uvicorn in a background thread on a free loopback port;
+:func:`live_server` runs an app with uvicorn in a background thread on a loopback socket bound to
+port 0 (the OS picks the port; nothing probes for a free one);
 :data:`CHROMIUM_ARGS` and :func:`chromium_path` are the Playwright launch settings used with the
 system Chromium (``apt-get install -y chromium``; never ``playwright install``).
 """
@@ -26,15 +27,12 @@ def chromium_path() -> str:
     return os.environ.get("PHAGOFLOW_CHROMIUM", "/usr/bin/chromium")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def live_server(app: Any, *, timeout: float = 15.0) -> Iterator[str]:
-    """Serve ``app`` on ``127.0.0.1:<free port>`` in a thread; yield the base URL.
+    """Serve ``app`` on ``127.0.0.1`` in a thread; yield the base URL.
+
+    The listening socket is bound to port 0 here and handed to uvicorn, so the port is the one
+    the OS gave and no other program can take it in between.
 
     Raises
     ------
@@ -43,9 +41,13 @@ def live_server(app: Any, *, timeout: float = 15.0) -> Iterator[str]:
     """
     import uvicorn
 
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, name="review-server", daemon=True)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = int(sock.getsockname()[1])
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name="review-server", daemon=True
+    )
     thread.start()
     deadline = time.monotonic() + timeout
     while not server.started:
@@ -58,3 +60,4 @@ def live_server(app: Any, *, timeout: float = 15.0) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+        sock.close()

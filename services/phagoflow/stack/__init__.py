@@ -13,7 +13,7 @@ Importing this package starts nothing and needs neither Kafka nor S3 client libr
 """
 
 from phagoflow.stack.kafka import TansuBroker, kafka_api_versions_ok, tansu_executable
-from phagoflow.stack.process import ManagedProcess, StackError, free_port, free_ports, port_open
+from phagoflow.stack.process import ManagedProcess, StackError, candidate_port, port_open
 from phagoflow.stack.s3 import MotoS3Server
 from phagoflow.stack.triton import TritonServer, pytriton_root
 
@@ -23,8 +23,7 @@ __all__ = [
     "StackError",
     "TansuBroker",
     "TritonServer",
-    "free_port",
-    "free_ports",
+    "candidate_port",
     "kafka_api_versions_ok",
     "port_open",
     "pytriton_root",

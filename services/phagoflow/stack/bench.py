@@ -32,6 +32,8 @@ from urllib.parse import quote
 
 import numpy as np
 
+from phagoflow.stack.procfs import group_members
+
 __all__ = ["main", "run_bench"]
 
 
@@ -47,22 +49,6 @@ def _percentiles(values: list[float]) -> dict[str, float | int | None]:
     }
 
 
-def _group_members(pgids: Sequence[int]) -> dict[int, list[tuple[Path, list[str]]]]:
-    """Live processes of each process group: ``(/proc/PID, stat fields after "(comm)")``."""
-    members: dict[int, list[tuple[Path, list[str]]]] = {g: [] for g in pgids}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            pgrp = int(fields[2])  # state ppid pgrp ...
-        except (OSError, IndexError, ValueError):
-            continue
-        if pgrp in members:
-            members[pgrp].append((entry, fields))
-    return members
-
-
 def group_cpu_seconds(pgids: Sequence[int]) -> dict[int, float]:
     """CPU time (user + system, seconds) of every live process in each process group.
 
@@ -73,7 +59,7 @@ def group_cpu_seconds(pgids: Sequence[int]) -> dict[int, float]:
     tick = os.sysconf("SC_CLK_TCK")
     return {
         g: sum((int(f[11]) + int(f[12])) / tick for _, f in procs)  # utime + stime
-        for g, procs in _group_members(pgids).items()
+        for g, procs in group_members(pgids).items()
     }
 
 
@@ -84,7 +70,7 @@ def group_rss_mib(pgids: Sequence[int]) -> dict[int, float]:
     counts them with the server.
     """
     totals: dict[int, float] = {}
-    for g, procs in _group_members(pgids).items():
+    for g, procs in group_members(pgids).items():
         kib = 0
         for entry, _ in procs:
             try:

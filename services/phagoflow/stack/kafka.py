@@ -97,6 +97,10 @@ class TansuBroker(ManagedProcess):
     """
 
     name: ClassVar[str] = "tansu"
+    # tansu can listen on port 0, but its advertised listener (what clients are told to connect
+    # to after bootstrapping) would then say port 0: it must know its port before it binds. So
+    # port 0 means "a candidate from the OS, retried on EADDRINUSE" (tansu exits on it).
+    binds_port_zero: ClassVar[bool] = False
     # tansu reads these (clap `env`); an inherited value must not reconfigure the local broker.
     scrub_env: ClassVar[tuple[str, ...]] = (
         "CLUSTER_ID",

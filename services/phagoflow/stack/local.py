@@ -31,7 +31,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from phagoflow.stack.kafka import TansuBroker, kafka_api_versions_ok
-from phagoflow.stack.process import ManagedProcess, StackError, free_port, port_open
+from phagoflow.stack.process import ManagedProcess, StackError, port_open
 from phagoflow.stack.s3 import MotoS3Server
 from phagoflow.stack.triton import TritonServer
 
@@ -65,7 +65,9 @@ class StackSettings(BaseSettings):
     watch_dir : Path
         Folder ingest watches (``PHAGOFLOW_WATCH_DIR``, default ``var/incoming``).
     kafka_port, s3_port : int
-        tansu and S3 ports.
+        tansu and S3 ports. Every ``*_port`` may be 0: the OS picks the port when the component
+        binds, and ``stack.json`` / ``phagoflow stack status`` report the one it got (tests and
+        the benchmark use 0 throughout, so they never race another program for a port).
     triton_grpc_port, triton_http_port, triton_metrics_port : int
         Triton's ports.
     prometheus_port : int
@@ -73,13 +75,12 @@ class StackSettings(BaseSettings):
     ingest_port, cip_port, inference_port, metrics_port : int
         Each service's HTTP port (metrics: also the JSON API, default 8400).
     cip_workers, inference_workers : int
-        Processes in the ``cip`` / ``cdl`` consumer groups (extra workers listen on the next
-        ports: ``cip_port + 1``, ..., or on a free port when that one is configured for another
-        part or in use; ``phagoflow stack status`` lists them; at most the 6 partitions do
-        work). Three inference workers by default: each keeps one request in flight, so Triton
-        (two CPU instances) always has work queued while the workers download, stitch and
-        upload. Measured with ``benchmarks/bench_stream.py`` on 2 cores, 96-field plate, against
-        the embedded run: 0.72x with one worker and one Triton instance, 0.78-0.84x with two
+        Processes in the ``cip`` / ``cdl`` consumer groups (extra workers listen on a port the
+        OS picks; ``phagoflow stack status`` lists them; at most the 6 partitions do work).
+        Three inference workers by default: each keeps one request in flight, so Triton (two
+        CPU instances) always has work queued while the workers download, stitch and upload.
+        Measured with ``benchmarks/bench_stream.py`` on 2 cores, 96-field plate, against the
+        embedded run: 0.72x with one worker and one Triton instance, 0.78-0.84x with two
         workers, 0.88-0.89x with three workers and two instances.
     bucket : str
         S3 bucket.
@@ -94,35 +95,21 @@ class StackSettings(BaseSettings):
 
     stack_dir: Path = Path("var/stack")
     watch_dir: Path = Path("var/incoming")
-    kafka_port: int = Field(default=9092, ge=1, le=65535)
-    s3_port: int = Field(default=9000, ge=1, le=65535)
-    triton_grpc_port: int = Field(default=8001, ge=1, le=65535)
-    triton_http_port: int = Field(default=8000, ge=1, le=65535)
-    triton_metrics_port: int = Field(default=8002, ge=1, le=65535)
-    prometheus_port: int = Field(default=9090, ge=1, le=65535)
-    ingest_port: int = Field(default=8401, ge=1, le=65535)
-    cip_port: int = Field(default=8402, ge=1, le=65535)
-    inference_port: int = Field(default=8403, ge=1, le=65535)
-    metrics_port: int = Field(default=8400, ge=1, le=65535)
+    kafka_port: int = Field(default=9092, ge=0, le=65535)
+    s3_port: int = Field(default=9000, ge=0, le=65535)
+    triton_grpc_port: int = Field(default=8001, ge=0, le=65535)
+    triton_http_port: int = Field(default=8000, ge=0, le=65535)
+    triton_metrics_port: int = Field(default=8002, ge=0, le=65535)
+    prometheus_port: int = Field(default=9090, ge=0, le=65535)
+    ingest_port: int = Field(default=8401, ge=0, le=65535)
+    cip_port: int = Field(default=8402, ge=0, le=65535)
+    inference_port: int = Field(default=8403, ge=0, le=65535)
+    metrics_port: int = Field(default=8400, ge=0, le=65535)
     cip_workers: int = Field(default=1, ge=1, le=16)
     inference_workers: int = Field(default=3, ge=1, le=16)
     bucket: str = "phagoflow"
     model_dir: Path | None = None
     model_repository: Path = Path("model_repository")
-
-
-def _configured_ports(s: StackSettings) -> set[int]:
-    """Every port the settings assign to a component."""
-    return {int(v) for k, v in s.model_dump().items() if k.endswith("_port") and isinstance(v, int)}
-
-
-def _worker_port(preferred: int, taken: set[int]) -> int:
-    """``preferred`` (the service's port + i) unless configured for another part or in use."""
-    if preferred not in taken and preferred <= 65535 and not port_open("127.0.0.1", preferred):
-        return preferred
-    while (port := free_port()) in taken:
-        pass
-    return port
 
 
 def _http_ok(url: str, timeout_s: float = 1.0) -> bool:
@@ -154,7 +141,7 @@ class ServiceProcess(ManagedProcess):
 
     def environment(self) -> dict[str, str]:
         env = super().environment()
-        env[f"PHAGOFLOW_{self.service.upper()}_PORT"] = str(self.port)
+        env[f"PHAGOFLOW_{self.service.upper()}_PORT"] = str(self.bind_port)
         env["PHAGOFLOW_HTTP_HOST"] = self.host
         return env
 
@@ -207,7 +194,7 @@ class PrometheusServer(ManagedProcess):
             exe,
             f"--config.file={config}",
             f"--storage.tsdb.path={self.workdir / 'data'}",
-            f"--web.listen-address={self.host}:{self.port}",
+            f"--web.listen-address={self.host}:{self.bind_port}",
         ]
 
     def is_ready(self) -> bool:
@@ -309,6 +296,7 @@ def stack_up(
             "PHAGOFLOW_METRICS_METHODS": json.dumps(["cip", "cdl"] if with_cdl else ["cip"]),
         }
         services = ["ingest", "cip", "metrics"]
+        triton: TritonServer | None = None
         if with_cdl:
             triton = TritonServer(
                 s.model_repository,
@@ -333,14 +321,13 @@ def stack_up(
             "metrics": s.metrics_port,
         }
         workers = {"cip": s.cip_workers, "inference": s.inference_workers}
-        taken = _configured_ports(s)
         targets: dict[str, str] = {}
         for name in services:
             for i in range(workers.get(name, 1)):
                 label = name if i == 0 else f"{name}-{i + 1}"
-                port = ports[name] if i == 0 else _worker_port(ports[name] + i, taken)
-                taken.add(port)
-                start(
+                # extra workers bind port 0: the OS picks, nobody probes
+                port = ports[name] if i == 0 else 0
+                svc = start(
                     label,
                     ServiceProcess(
                         name,
@@ -350,10 +337,10 @@ def stack_up(
                         log_path=logs / f"{label}.log",
                     ),
                 )
-                targets[label] = f"127.0.0.1:{port}"
+                targets[label] = f"127.0.0.1:{svc.port}"
         if PrometheusServer.executable() is not None:
-            if with_cdl:
-                targets["triton"] = f"127.0.0.1:{s.triton_metrics_port}"
+            if triton is not None:
+                targets["triton"] = triton.metrics_target
             start(
                 "prometheus",
                 PrometheusServer(
@@ -371,32 +358,27 @@ def stack_up(
             item.proc.stop()
         raise
 
+    by_name = {i.name: i.proc for i in started}
+    metrics_port = by_name["metrics"].port
+    endpoints: dict[str, str] = {
+        "kafka": kafka.bootstrap_servers,
+        "s3": s3.url,
+        "metrics_api": f"http://127.0.0.1:{metrics_port}/api/v1/plates",
+        **{f"{i.name}_http": i.proc.url for i in started if isinstance(i.proc, ServiceProcess)},
+    }
+    if triton is not None:
+        endpoints["triton_grpc"] = triton.url
+        endpoints["triton_metrics"] = triton.metrics_url
+    if "prometheus" in by_name:
+        endpoints["prometheus"] = by_name["prometheus"].url
     state: dict[str, Any] = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "bucket": s.bucket,
         "watch_dir": str(s.watch_dir.resolve()),
         "methods": ["cip", "cdl"] if with_cdl else ["cip"],
         "model_dir": str(model_dir.resolve()) if with_cdl else None,
-        "metrics_port": s.metrics_port,
-        "endpoints": {
-            "kafka": f"127.0.0.1:{s.kafka_port}",
-            "s3": f"http://127.0.0.1:{s.s3_port}",
-            "metrics_api": f"http://127.0.0.1:{s.metrics_port}/api/v1/plates",
-            **{f"{i.name}_http": i.proc.url for i in started if isinstance(i.proc, ServiceProcess)},
-            **(
-                {
-                    "triton_grpc": f"127.0.0.1:{s.triton_grpc_port}",
-                    "triton_metrics": f"http://127.0.0.1:{s.triton_metrics_port}/metrics",
-                }
-                if with_cdl
-                else {}
-            ),
-            **(
-                {"prometheus": f"http://127.0.0.1:{s.prometheus_port}"}
-                if any(i.name == "prometheus" for i in started)
-                else {}
-            ),
-        },
+        "metrics_port": metrics_port,
+        "endpoints": endpoints,
         "processes": [{**i.proc.describe(), "name": i.name} for i in started],
     }
     state_path.write_text(json.dumps(state, indent=2) + "\n")

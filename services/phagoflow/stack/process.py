@@ -1,10 +1,14 @@
-"""A managed local server process: free loopback port, readiness wait, log file, clean stop.
+"""A managed local server process: port from the OS, readiness wait, log file, clean stop.
 
 :class:`ManagedProcess` is the base of every local server of the development stack (Kafka broker,
-S3 server, later Triton and Prometheus). Subclasses say *what* to run (:meth:`command`) and *when
-it is ready* (:meth:`is_ready`); the base class does the rest:
+S3 server, Triton, Prometheus, the phagoflow services). Subclasses say *what* to run
+(:meth:`command`) and *when it is ready* (:meth:`is_ready`); the base class does the rest:
 
-- picks a free loopback port when none is given and keeps it across :meth:`restart`;
+- a port left to the OS (``port=0``) is bound by the server itself and read back from the
+  kernel's socket table for the server's own process group (:mod:`phagoflow.stack.procfs`);
+  nothing guesses a free port by probing. The port is kept across :meth:`restart`;
+- readiness is only checked once the server's *own* process listens on its port, so a start
+  never mistakes another program on that port for its server;
 - writes stdout and stderr to a log file and quotes its tail in every startup error;
 - starts the server in its own process group, so :meth:`stop` reaches its children too;
 - *attached* processes (the default, for tests) die with the Python process that started them,
@@ -32,7 +36,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, Self
 
-__all__ = ["ManagedProcess", "StackError", "free_port", "port_open"]
+from phagoflow.stack.procfs import listening_sockets
+
+__all__ = ["ManagedProcess", "StackError", "candidate_port", "port_open"]
 
 _LIVE: weakref.WeakSet[ManagedProcess] = weakref.WeakSet()
 _LIVE_LOCK = threading.Lock()
@@ -42,26 +48,18 @@ class StackError(RuntimeError):
     """A local server failed to start or stop; the message quotes the tail of its log."""
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free on ``host`` right now (the OS picks it)."""
+def candidate_port(host: str = "127.0.0.1") -> int:
+    """A TCP port the OS just handed out on ``host`` (bound to 0, then closed).
+
+    **Only** for servers that cannot bind port 0 themselves (tansu must advertise its real
+    port before it starts) and for tests that need an address where nothing listens (a
+    refused connection). Another process may take the port before it is used:
+    :class:`ManagedProcess` retries such a start with a new candidate when the server exits
+    with EADDRINUSE (see :attr:`ManagedProcess.binds_port_zero`).
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
-
-
-def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
-    """``n`` distinct TCP ports free on ``host`` right now.
-
-    All sockets stay bound until every port is chosen, so the OS cannot hand out the same port
-    twice (separate :func:`free_port` calls can, once the previous socket is closed).
-    """
-    with contextlib.ExitStack() as stack:
-        socks = [
-            stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(n)
-        ]
-        for sock in socks:
-            sock.bind((host, 0))
-        return [int(sock.getsockname()[1]) for sock in socks]
 
 
 def port_open(host: str, port: int, timeout_s: float = 0.2) -> bool:
@@ -81,7 +79,8 @@ class ManagedProcess(ABC):
     host : str
         Interface to listen on; loopback by default.
     port : int
-        TCP port; 0 picks a free one at the first :meth:`start` (kept across restarts).
+        TCP port; 0 lets the OS choose at the first :meth:`start` (see
+        :attr:`binds_port_zero`); the port is kept across restarts.
     log_path : Path, optional
         File receiving stdout and stderr (appended); a fresh temporary file by default.
     startup_timeout_s : float
@@ -97,6 +96,15 @@ class ManagedProcess(ABC):
     name: ClassVar[str] = "process"
     #: Inherited environment variables not passed to the server (they would reconfigure it).
     scrub_env: ClassVar[tuple[str, ...]] = ()
+    #: How ``port=0`` is resolved. True: the server is started with port 0, binds a port the
+    #: OS picks, and that port is read back from ``/proc`` (the group's listening sockets).
+    #: False (last resort, only for a server that must know its port before it binds, e.g.
+    #: tansu's advertised listener): the OS hands out a :func:`candidate_port`, and when the
+    #: server exits with EADDRINUSE because another process took it first, the start is
+    #: retried with a new candidate (up to :attr:`addr_in_use_attempts` times).
+    binds_port_zero: ClassVar[bool] = True
+    #: Starts tried on fresh candidate ports when ``binds_port_zero`` is False.
+    addr_in_use_attempts: ClassVar[int] = 5
 
     def __init__(
         self,
@@ -121,6 +129,7 @@ class ManagedProcess(ABC):
         self._extra_env = dict(env or {})
         self._proc: subprocess.Popen[bytes] | None = None
         self._paused = False
+        self._log_offset = 0
 
     # ------------------------------------------------------------------ to implement
 
@@ -143,7 +152,42 @@ class ManagedProcess(ABC):
         env.update(self._extra_env)
         return env
 
+    def claim_ports(self, sockets: list[tuple[str, int]]) -> bool:
+        """Whether the server's own listening ``sockets`` include its port; assigns port 0.
+
+        Parameters
+        ----------
+        sockets : list of (str, int)
+            ``(address, port)`` pairs the server's process group listens on
+            (:func:`~phagoflow.stack.procfs.listening_sockets`).
+
+        Returns
+        -------
+        bool
+            True once the server listens on its (fixed or OS-chosen) port on :attr:`host`.
+            Subclasses with several listeners (Triton) override this.
+
+        Raises
+        ------
+        StackError
+            The server listens on several ports of :attr:`host` and none was asked for.
+        """
+        ports = sorted({port for addr, port in sockets if addr in (self.host, "0.0.0.0", "::")})
+        if self._port:
+            return self._port in ports
+        if len(ports) > 1:
+            raise StackError(f"{self.name} listens on several ports {ports}; give it a port")
+        if ports:
+            self._port = ports[0]
+            return True
+        return False
+
     # ------------------------------------------------------------------ state
+
+    @property
+    def bind_port(self) -> int:
+        """The port to put on the command line: the known port, or 0 before the first start."""
+        return self._port
 
     @property
     def port(self) -> int:
@@ -210,23 +254,24 @@ class ManagedProcess(ABC):
         """
         if self.running:
             return self
-        attempts = 3 if self._auto_port else 1
+        retry = self._auto_port and not self.binds_port_zero
+        attempts = self.addr_in_use_attempts if retry else 1
         for attempt in range(attempts):
-            if self._auto_port and (self._port == 0 or attempt > 0):
-                self._port = free_port(self.host)
-            if port_open(self.host, self._port):
-                # Checked first: the readiness probe would otherwise talk to the other server.
-                if attempt < attempts - 1:
-                    continue
-                raise StackError(f"{self.name}: {self.host}:{self._port} is already in use")
+            if self._auto_port:  # port 0 on the command line, or a fresh candidate
+                self._port = candidate_port(self.host) if retry else 0
             try:
                 self._spawn()
                 self._wait_ready()
-                return self
             except _ExitedEarly as exc:
-                # Most likely the port was taken between free_port() and bind(): try another.
-                if attempt == attempts - 1:
-                    raise StackError(str(exc)) from None
+                if exc.addr_in_use and attempt < attempts - 1:
+                    continue  # the candidate was taken between candidate_port() and bind()
+                if exc.addr_in_use:
+                    raise StackError(
+                        f"{self.name}: {self.host}:{self._port} is already in use; {exc}"
+                    ) from None
+                raise StackError(str(exc)) from None
+            self._auto_port = False  # a restart reuses the port clients know
+            return self
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _spawn(self) -> None:
@@ -235,6 +280,7 @@ class ManagedProcess(ABC):
             # PR_SET_PDEATHSIG: the kernel sends SIGKILL when the thread that started us dies.
             cmd = [setpriv, "--pdeathsig", "KILL", "--", *cmd]
         log = self.log_path.open("ab")
+        self._log_offset = log.tell()
         try:
             log.write(f"\n--- {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(cmd)}\n".encode())
             log.flush()
@@ -255,28 +301,38 @@ class ManagedProcess(ABC):
                 _LIVE.add(self)
 
     def _wait_ready(self) -> None:
+        """Wait until the server's own process listens on its port, then for :meth:`is_ready`."""
         deadline = time.monotonic() + self.startup_timeout_s
         delay = 0.02
+        claimed = False
         while True:
             proc = self._proc
             if proc is None or proc.poll() is not None:
                 code = None if proc is None else proc.returncode
                 self._proc = None
+                tail = self.log_tail()
+                this_run = self.log_path.read_bytes()[self._log_offset :].decode(errors="replace")
                 raise _ExitedEarly(
                     f"{self.name} exited during startup (exit code {code}) on "
-                    f"{self.host}:{self._port}; log {self.log_path}:\n{self.log_tail()}"
+                    f"{self.host}:{self._port or '(port 0)'}; log {self.log_path}:\n{tail}",
+                    addr_in_use=_mentions_addr_in_use(this_run),
                 )
             try:
-                if self.is_ready():
+                claimed = claimed or self.claim_ports(listening_sockets(proc.pid))
+                if claimed and self.is_ready():
                     return
+            except StackError:
+                self.stop()
+                raise
             except Exception:  # a readiness probe failing is "not ready yet"
                 pass
             if time.monotonic() > deadline:
                 tail = self.log_tail()
                 self.stop()
+                why = "" if claimed else " (its process never listened on its port)"
                 raise StackError(
                     f"{self.name} not ready after {self.startup_timeout_s:.0f} s on "
-                    f"{self.host}:{self._port}; log {self.log_path}:\n{tail}"
+                    f"{self.host}:{self._port or '(port 0)'}{why}; log {self.log_path}:\n{tail}"
                 )
             time.sleep(delay)
             delay = min(delay * 1.5, 0.25)
@@ -372,7 +428,15 @@ class ManagedProcess(ABC):
 
 
 class _ExitedEarly(Exception):
-    pass
+    def __init__(self, message: str, *, addr_in_use: bool) -> None:
+        super().__init__(message)
+        self.addr_in_use = addr_in_use
+
+
+def _mentions_addr_in_use(log: str) -> bool:
+    """Whether a server's last log lines report EADDRINUSE (the wording differs per program)."""
+    text = log[-2000:].lower()
+    return any(s in text for s in ("address already in use", "address in use", "addrinuse"))
 
 
 def _stop_attached_at_exit() -> None:

@@ -63,8 +63,8 @@ class MotoS3Server(ManagedProcess):
         return f"{self.host}:{self.port}"
 
     def command(self) -> list[str]:
-        """``python -m moto.server -H HOST -p PORT`` with this interpreter."""
-        return [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)]
+        """``python -m moto.server -H HOST -p PORT`` with this interpreter (PORT may be 0)."""
+        return [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.bind_port)]
 
     def is_ready(self) -> bool:
         """moto's management API answers HTTP."""

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from phagoflow.stack.process import ManagedProcess, StackError, free_port
+from phagoflow.stack.process import ManagedProcess, StackError
 
 __all__ = ["TritonServer", "pytriton_root"]
 
@@ -57,13 +57,22 @@ class TritonServer(ManagedProcess):
     workdir : Path, optional
         Where the backend folder is assembled (a temporary folder by default).
     http_port, metrics_port : int
-        Triton's HTTP (readiness) and metrics ports; 0 picks free ones.
+        Triton's HTTP (readiness) and metrics ports; 0 lets the OS choose.
     models : sequence of str
         Models to load (explicit model control): the repository also holds the GPU configs
         (``autophagy_unet`` with the onnxruntime backend, ``autophagy_unet_trt``) that this CPU
         tritonserver, which has only the Python backend, cannot load.
     **kwargs
         :class:`~phagoflow.stack.process.ManagedProcess` options; ``port`` is the gRPC port.
+
+    Notes
+    -----
+    Ports left to the OS (0) are bound by tritonserver itself and read back from ``/proc``.
+    tritonserver refuses HTTP and gRPC on the same address *and* port, which port 0 on both
+    would be; so when any port is 0, its three listeners get three loopback addresses
+    (``host``, ``host`` + 1, ``host`` + 2 in the last octet, e.g. 127.0.0.1 gRPC, 127.0.0.2
+    HTTP, 127.0.0.3 metrics), and each port is told apart by its address. With fixed ports all
+    three listen on ``host``.
     """
 
     name: ClassVar[str] = "triton"
@@ -89,6 +98,9 @@ class TritonServer(ManagedProcess):
         self.http_port = http_port
         self.metrics_port = metrics_port
         self.models = tuple(models)
+        fixed = bool(self.bind_port and http_port and metrics_port)
+        self.http_host = self.host if fixed else _loopback_plus(self.host, 1)
+        self.metrics_host = self.host if fixed else _loopback_plus(self.host, 2)
 
     @property
     def url(self) -> str:
@@ -98,7 +110,41 @@ class TritonServer(ManagedProcess):
     @property
     def http_url(self) -> str:
         """``http://127.0.0.1:HTTP_PORT``."""
-        return f"http://{self.host}:{self.http_port}"
+        return f"http://{self.http_host}:{self.http_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        """``http://METRICS_HOST:METRICS_PORT/metrics`` (Prometheus text format)."""
+        return f"http://{self.metrics_host}:{self.metrics_port}/metrics"
+
+    @property
+    def metrics_target(self) -> str:
+        """``host:port`` of the metrics endpoint, as a Prometheus scrape target."""
+        return f"{self.metrics_host}:{self.metrics_port}"
+
+    def claim_ports(self, sockets: list[tuple[str, int]]) -> bool:
+        """All three listeners are up; ports left at 0 are taken from their addresses."""
+        wanted = {"grpc": self.host, "http": self.http_host, "metrics": self.metrics_host}
+        given = {"grpc": self._port, "http": self.http_port, "metrics": self.metrics_port}
+        found: dict[str, int] = {}
+        for role, host in wanted.items():
+            ports = sorted({port for addr, port in sockets if addr == host})
+            if given[role]:
+                if given[role] not in ports:
+                    return False
+                found[role] = given[role]
+            elif len(ports) == 1:
+                found[role] = ports[0]
+            elif ports:
+                raise StackError(f"triton: several {role} ports {ports} on {host}")
+            else:
+                return False
+        self._port, self.http_port, self.metrics_port = (
+            found["grpc"],
+            found["http"],
+            found["metrics"],
+        )
+        return True
 
     def backend_dir(self) -> Path:
         """``<workdir>/backends`` with ``python/`` = backend library + utils + 3.11 stub."""
@@ -120,19 +166,16 @@ class TritonServer(ManagedProcess):
     def command(self) -> list[str]:
         if not self.model_repository.is_dir():
             raise StackError(f"no model repository at {self.model_repository}")
-        if self.http_port == 0:
-            self.http_port = free_port(self.host)
-        if self.metrics_port == 0:
-            self.metrics_port = free_port(self.host)
         return [
             str(pytriton_root() / "bin" / "tritonserver"),
             f"--model-repository={self.model_repository}",
             f"--backend-directory={self.backend_dir()}",
-            f"--grpc-port={self.port}",
+            f"--grpc-port={self.bind_port}",
             f"--grpc-address={self.host}",
             f"--http-port={self.http_port}",
-            f"--http-address={self.host}",
+            f"--http-address={self.http_host}",
             f"--metrics-port={self.metrics_port}",
+            f"--metrics-address={self.metrics_host}",
             "--allow-metrics=true",
             "--allow-gpu-metrics=false",
             "--log-verbose=0",
@@ -155,9 +198,24 @@ class TritonServer(ManagedProcess):
             grpc=self.url if self._port else None,
             http=self.http_url if self.http_port else None,
             metrics_port=self.metrics_port or None,
+            metrics_url=self.metrics_url if self.metrics_port else None,
             model_repository=str(self.model_repository),
         )
         return info
+
+
+def _loopback_plus(host: str, n: int) -> str:
+    """``host`` with ``n`` added to its last octet; only for IPv4 loopback (127.0.0.0/8)."""
+    parts = host.split(".")
+    if len(parts) != 4 or parts[0] != "127" or not all(p.isdigit() for p in parts):
+        raise StackError(
+            f"triton on port 0 needs an IPv4 loopback host (127.x.y.z), got {host!r}; "
+            "give it fixed grpc, http and metrics ports instead"
+        )
+    last = int(parts[3]) + n
+    if not 0 < last < 255:
+        raise StackError(f"triton: no loopback address {n} after {host}")
+    return ".".join([*parts[:3], str(last)])
 
 
 def _python_backend_env() -> dict[str, str]:
