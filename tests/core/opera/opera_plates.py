@@ -17,6 +17,8 @@ from phagoflow.core.opera import FieldKey, open_writer
 SIZE_YX = (64, 80)
 PIXEL_SIZE_UM = 0.325
 WELLS = ((2, 5), (3, 7))
+#: ``wavelengths=`` for a plate whose index carries no wavelengths (roles from names only)
+NO_WAVES = (None, None)
 
 
 @dataclass
@@ -85,7 +87,8 @@ def write_plate(
                         key = FieldKey(r, c, f, p, t)
                         if key in skipped:
                             continue
-                        img = rng.integers(0, 4096, (2, *kw["size_yx"]), dtype=np.uint16)
+                        n = 3 if kw.get("nuclear_name") else 2
+                        img = rng.integers(0, 4096, (n, *kw["size_yx"]), dtype=np.uint16)
                         images[key] = img
                         w.add_field(key, img)
     return WrittenPlate(w.root, export_format, images, out_dir)

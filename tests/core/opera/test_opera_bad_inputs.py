@@ -9,13 +9,14 @@ from typing import Any
 import numpy as np
 import pytest
 import tifffile
-from opera_plates import SIZE_YX, MakePlate, WrittenPlate
+from opera_plates import NO_WAVES, SIZE_YX, MakePlate, WrittenPlate
 
 from phagoflow.core.opera import (
     FieldKey,
     FieldReadError,
     PlateCatalogue,
     PlateFormatError,
+    check_complete,
     load_field,
     read_plate,
 )
@@ -89,7 +90,7 @@ def test_not_a_harmony_root_element(tmp_path: Path) -> None:
 def test_channel_names_matching_neither_role(
     make_plate: MakePlate, fmt: str, file_pattern: str
 ) -> None:
-    plate = make_plate(fmt, channel_names=("Hoechst 33342", "Brightfield"))
+    plate = make_plate(fmt, channel_names=("Hoechst 33342", "Brightfield"), wavelengths=NO_WAVES)
     with pytest.raises(PlateFormatError, match=file_pattern) as info:
         read_plate(plate.root)
     msg = str(info.value)
@@ -98,7 +99,7 @@ def test_channel_names_matching_neither_role(
 
 
 def test_two_channels_claiming_one_role(make_plate: MakePlate) -> None:
-    plate = make_plate("harmony5", channel_names=("DsRed", "mCherry"))
+    plate = make_plate("harmony5", channel_names=("DsRed", "mCherry"), wavelengths=NO_WAVES)
     with pytest.raises(PlateFormatError, match=r"Index\.idx\.xml.*'DsRed', 'mCherry'.*dsred"):
         read_plate(plate.root)
 
@@ -165,6 +166,52 @@ def test_unsafe_urls_are_never_read(
     with pytest.raises(FieldReadError, match=re.escape(url)):
         load_field(cat, BAD)
     assert opened and not any("outside" in p for p in opened)
+
+
+@pytest.mark.parametrize("link", ["file", "folder"])
+def test_symlink_leaving_the_export_is_refused_like_dotdot(
+    make_plate: MakePlate, monkeypatch: pytest.MonkeyPatch, link: str
+) -> None:
+    plate = make_plate("harmony5")
+    victim = plate.plane_file(BAD, 1)
+    outside_dir = plate.out_dir.parent / f"elsewhere-{link}"
+    outside_dir.mkdir()
+    tifffile.imwrite(outside_dir / victim.name, np.full(SIZE_YX, 7, np.uint16))
+    victim.unlink()
+    if link == "file":  # Images/rXXcYY...tiff -> ../../elsewhere/rXXcYY...tiff
+        victim.symlink_to(outside_dir / victim.name)
+    else:  # Images/sub -> ../../elsewhere, and the index says sub/rXXcYY...tiff
+        (victim.parent / "sub").symlink_to(outside_dir, target_is_directory=True)
+        _set_url(plate, victim.name, f"sub/{victim.name}")
+
+    opened: list[str] = []
+    real = tifffile.TiffFile
+    monkeypatch.setattr(
+        tifffile, "TiffFile", lambda p, *a, **k: opened.append(str(p)) or real(p, *a, **k)
+    )
+    cat = read_plate(plate.root)
+    assert [p.key for p in cat.problems] == [BAD]
+    assert "symbolic link" in cat.problems[0].reason and "not read" in cat.problems[0].reason
+    _others_load(cat, plate)
+    with pytest.raises(FieldReadError, match="symbolic link"):
+        load_field(cat, BAD)
+    plate.age()
+    report = check_complete(plate.root)
+    assert not report.complete
+    assert any("not followed" in r and "symbolic link" in r for r in report.reasons)
+    assert not any(p.endswith(victim.name) and "elsewhere" in p for p in opened)
+
+
+def test_symlink_inside_the_export_is_read(make_plate: MakePlate) -> None:
+    plate = make_plate("harmony5")
+    victim = plate.plane_file(BAD, 1)
+    moved = victim.with_name("moved.tiff")
+    victim.rename(moved)
+    victim.symlink_to(moved.name)  # relative, stays inside Images/
+    cat = read_plate(plate.root)
+    assert cat.problems == ()
+    _others_load(cat, plate)
+    np.testing.assert_array_equal(load_field(cat, BAD), plate.images[BAD].astype(np.float32))
 
 
 def test_tiff_with_wrong_shape(make_plate: MakePlate) -> None:

@@ -67,7 +67,7 @@ def test_too_small_file(make_plate: MakePlate, fmt: str) -> None:
     plate.age()
     report = check_complete(plate.root)
     assert not report.complete
-    assert any("too small" in r and small.name in r for r in report.reasons)
+    assert any("incomplete" in r and small.name in r for r in report.reasons)
 
 
 def test_index_declaring_fewer_images_than_the_grid(make_plate: MakePlate) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -10,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import pytest
-from opera_plates import PIXEL_SIZE_UM, SIZE_YX, MakePlate
+import tifffile
+from opera_plates import NO_WAVES, PIXEL_SIZE_UM, SIZE_YX, MakePlate
 
 from phagoflow.core.opera import (
     EXPORT_FORMATS,
@@ -19,7 +21,9 @@ from phagoflow.core.opera import (
     FieldRecord,
     PlateCatalogue,
     PlateFormatError,
+    check_complete,
     load_field,
+    load_nuclei,
     open_writer,
     read_plate,
 )
@@ -195,7 +199,7 @@ def test_roles_from_realistic_names(
 
 @pytest.mark.parametrize("fmt", ["harmony6", "flex"])
 def test_channel_role_override_by_name_and_id(make_plate: MakePlate, fmt: str) -> None:
-    plate = make_plate(fmt, channel_names=("Ch-A", "Ch-B"))
+    plate = make_plate(fmt, channel_names=("Ch-A", "Ch-B"), wavelengths=NO_WAVES)
     with pytest.raises(PlateFormatError, match="channel_roles"):
         read_plate(plate.root)
     by_name = read_plate(plate.root, channel_roles={"ch-a": "dsred", "CH-B": ChannelRole.PHLUORIN})
@@ -273,3 +277,65 @@ def test_writer_without_close_leaves_no_index(tmp_path: Path) -> None:
     assert not (tmp_path / "Images" / "Index.xml").exists()
     with pytest.raises(PlateFormatError, match=r"no Index\.idx\.xml"):
         read_plate(tmp_path)
+
+
+# -- what Harmony writes: compressed TIFFs, V7 timepoints, a nuclear channel -----------------------
+@pytest.mark.parametrize("compression", ["lzw", "deflate", "zstd", "packbits"])
+def test_compressed_tiffs_read_and_count_complete(tmp_path: Path, compression: str) -> None:
+    yy, xx = np.mgrid[: SIZE_YX[0], : SIZE_YX[1]]
+    # bands of values whose two bytes are equal (257 = 0x0101): every codec shrinks it
+    smooth = np.stack([257 * (1 + yy // 16), 257 * (2 + xx // 20)]).astype(np.uint16)
+    keys = [FieldKey(2, 5, 1), FieldKey(2, 5, 2)]
+    with open_writer(
+        "harmony5", tmp_path, plate_id="P", size_yx=SIZE_YX, compression=compression
+    ) as w:
+        for k in keys:
+            w.add_field(k, smooth)
+    files = sorted(w.root.glob("*.tiff"))
+    with tifffile.TiffFile(files[0]) as tf:
+        assert tf.pages[0].compression.name.lower().startswith(compression[:3])
+    # the old size rule (ImageSizeX x ImageSizeY x 2 bytes) would call every file broken
+    assert max(f.stat().st_size for f in files) < SIZE_YX[0] * SIZE_YX[1] * 2
+    cat = read_plate(w.root)
+    _assert_pixels_exact(cat.fields, cat, dict.fromkeys(keys, smooth))
+    for f in [*files, w.root / "Index.idx.xml"]:
+        os.utime(f, (1e9, 1e9))
+    report = check_complete(w.root)
+    assert report.complete, report.reasons
+    assert report.found_images == 4
+
+
+def test_harmony7_timepoints_count_from_one(make_plate: MakePlate) -> None:
+    plate = make_plate("harmony7", wells=[(4, 4)], fields=1, timepoints=2)
+    text = plate.index_file().read_text("utf-8-sig")
+    assert sorted(set(re.findall(r"<TimepointID>(\d+)</TimepointID>", text))) == ["1", "2"]
+    cat = read_plate(plate.root)
+    assert [rec.key.name for rec in cat.fields] == ["r04c04f01p01", "r04c04f01p01-t01"]
+    _assert_pixels_exact(cat.fields, cat, plate.images)
+
+
+@pytest.mark.parametrize("fmt", ["harmony5", "harmony7"])
+def test_single_timepoint_field_names_have_no_suffix(make_plate: MakePlate, fmt: str) -> None:
+    cat = read_plate(make_plate(fmt).root)
+    assert all("-t" not in rec.key.name for rec in cat.fields)
+
+
+@pytest.mark.parametrize("fmt", ["harmony5", "harmony6"])
+def test_nuclear_channel_roundtrip(make_plate: MakePlate, fmt: str) -> None:
+    plate = make_plate(fmt, nuclear_name="HOECHST 33342")
+    cat = read_plate(plate.root)
+    assert cat.nuclear_channel is not None
+    assert cat.nuclear_channel.name == "HOECHST 33342"
+    assert cat.nuclear_channel.excitation_nm == 405
+    assert cat.expected_images == cat.declared_images == 3 * len(plate.images)
+    for rec in cat.fields:
+        np.testing.assert_array_equal(load_field(cat, rec), plate.images[rec.key][:2])
+        nuclei = load_nuclei(cat, rec)
+        assert nuclei is not None
+        np.testing.assert_array_equal(nuclei, plate.images[rec.key][2].astype(np.float32))
+
+
+def test_plate_without_nuclear_channel_loads_no_nuclei(make_plate: MakePlate) -> None:
+    cat = read_plate(make_plate("harmony5").root)
+    assert cat.nuclear_channel is None
+    assert load_nuclei(cat, cat.fields[0]) is None

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import bisect
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
@@ -47,10 +47,11 @@ class FieldReadError(PlateFormatError):
 
 
 class ChannelRole(StrEnum):
-    """Rosella biosensor channel roles."""
+    """Channel roles: the two Rosella biosensor channels, and an optional nuclear stain."""
 
     DSRED = "dsred"  #: pH-stable red fluorescent protein; bright in phagophores and autolysosomes
     PHLUORIN = "phluorin"  #: pH-sensitive GFP; quenched in acidic autolysosomes
+    NUCLEI = "nuclei"  #: optional nuclear stain (Hoechst, DAPI, DRAQ5) for per-cell readouts
 
 
 #: Channel order of every loaded field array: index 0 is DsRed, index 1 is pHluorin.
@@ -68,12 +69,44 @@ class Channel:
     name : str
         Vendor channel name, e.g. ``"DsRed"`` or ``"Alexa 488"``.
     role : ChannelRole or None
-        Role inferred from the name (or given by an override); ``None`` when it matches neither.
+        The channel's role (the first of ``roles``); ``None`` when it has none.
+    roles : tuple of ChannelRole
+        Every role the channel plays: one, none, or both when one channel stands in for both
+        (an override for a single-channel plate). Defaults to ``(role,)``.
+    excitation_nm, emission_nm : float or None
+        Main excitation and emission wavelengths (nm) from the index, when it gives them.
+    role_source : str
+        Why the channel has its roles: ``"override"``, ``"wavelengths 561/599 nm"``,
+        ``"name"``, or why it has none.
     """
 
     channel_id: int
     name: str
     role: ChannelRole | None
+    roles: tuple[ChannelRole, ...] = ()
+    excitation_nm: float | None = None
+    emission_nm: float | None = None
+    role_source: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.roles and self.role is not None:
+            object.__setattr__(self, "roles", (self.role,))
+
+    @property
+    def role_label(self) -> str | None:
+        """Roles as text for tables and JSON: ``"dsred"``, ``"dsred+phluorin"`` or ``None``."""
+        return "+".join(r.value for r in self.roles) or None
+
+    def as_record(self) -> dict[str, object]:
+        """JSON-ready description (``info`` output, ``run.json`` provenance)."""
+        return {
+            "id": self.channel_id,
+            "name": self.name,
+            "role": self.role_label,
+            "role_source": self.role_source,
+            "excitation_nm": self.excitation_nm,
+            "emission_nm": self.emission_nm,
+        }
 
 
 @dataclass(frozen=True, order=True)
@@ -134,7 +167,7 @@ class ImageSource:
 
 @dataclass(frozen=True)
 class FieldRecord:
-    """All channels of one field, by role."""
+    """All channels of one field, by role (DsRed and pHluorin always; nuclei when present)."""
 
     key: FieldKey
     sources: dict[ChannelRole, ImageSource]
@@ -183,6 +216,11 @@ class PlateCatalogue:
         wells × fields × planes × channels × timepoints as declared by the index.
     declared_images : int
         Number of Image entries in the index (acquired or not).
+    wells : tuple of str
+        Wells with at least one acquired image (``rRRcCC``).
+    role_error : str or None
+        Why the channel roles could not be assigned (only with ``strict_roles=False``; the
+        catalogue then has no fields).
     """
 
     plate_id: str
@@ -202,6 +240,12 @@ class PlateCatalogue:
     expected_images: int = 0
     declared_images: int = 0
     wells: tuple[str, ...] = ()
+    role_error: str | None = None
+
+    @property
+    def nuclear_channel(self) -> Channel | None:
+        """The channel with the :attr:`ChannelRole.NUCLEI` role, if the plate has one."""
+        return next((c for c in self.channels if ChannelRole.NUCLEI in c.roles), None)
 
     def get_field(self, key: FieldKey) -> FieldRecord:
         """The record for ``key``; ``KeyError`` if the plate has no such field."""
@@ -271,6 +315,8 @@ class PlateIndex:
         Wells the plate description lists (``rRRcCC``), possibly more than have images.
     problems : tuple of FieldProblem
         Files found unusable while parsing (e.g. a ``.flex`` file without readable XML).
+    channel_wavelengths : dict of int to (float or None, float or None)
+        Channel id → (main excitation, main emission) in nm, where the index gives them.
     """
 
     export_format: str
@@ -287,3 +333,4 @@ class PlateIndex:
     metadata_files: tuple[Path, ...] = ()
     declared_wells: tuple[str, ...] = ()
     problems: tuple[FieldProblem, ...] = ()
+    channel_wavelengths: dict[int, tuple[float | None, float | None]] = field(default_factory=dict)

@@ -13,7 +13,11 @@ Format facts handled here:
 * from Harmony 6 the channel description (ChannelName, ImageResolutionX/Y in metres,
   ImageSizeX/Y, wavelengths) lives in ``Maps/Map/Entry[@ChannelID]`` at no fixed Map position;
   a value on the ``Image`` wins;
-* an empty ``URL`` means "not acquired"; an absolute or ``..`` URL is never followed.
+* an empty ``URL`` means "not acquired"; an absolute or ``..`` URL is never followed;
+* TimepointID counts from 0 in V4/V5 and from 1 in V7 (:data:`TIMEPOINT_BASE`); field keys
+  are always 0-based, so a single-timepoint plate names its fields ``rRRcCCfFFpPP`` in every
+  version;
+* main excitation/emission wavelengths (nm) are kept per channel: they decide channel roles.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from .catalogue import FieldKey, IndexedImage, PlateFormatError, PlateIndex
 
 __all__ = [
     "HARMONY_INDEX_NAMES",
+    "TIMEPOINT_BASE",
+    "escaping_link_reason",
     "find_harmony_index",
     "is_harmony",
     "parse_harmony_index",
@@ -45,7 +51,11 @@ _CHANNEL_TAGS: Final[tuple[str, ...]] = (
     "ImageResolutionX",
     "ImageSizeX",
     "ImageSizeY",
+    "MainExcitationWavelength",
+    "MainEmissionWavelength",
 )
+#: First TimepointID each Harmony version writes (V7 counts from 1, V4/V5 from 0); others 0.
+TIMEPOINT_BASE: Final[dict[str, int]] = {"HarmonyV7": 1}
 
 
 def find_harmony_index(path: str | Path) -> Path | None:
@@ -79,6 +89,24 @@ def unsafe_url_reason(url: str) -> str | None:
     if ".." in re.split(r"[/\\]", url):
         return f"URL {url!r} leaves the export folder ('..') and is not read"
     return None
+
+
+def escaping_link_reason(path: Path, root: Path) -> str | None:
+    """Why ``path`` must not be read although its name lies inside ``root``, else ``None``.
+
+    A symbolic link (the file, or a folder between ``root`` and it) that resolves outside the
+    export folder is refused like a ``..`` URL: an export never reads files of other folders.
+    """
+    try:
+        real, top = path.resolve(), root.resolve()
+    except (OSError, RuntimeError) as exc:  # a symlink loop
+        return f"{path.name}: cannot resolve the path ({exc})"
+    if real.is_relative_to(top):
+        return None
+    return (
+        f"{path.name} is a symbolic link to {real}, outside the export folder {top}, "
+        "and is not read"
+    )
 
 
 def parse_harmony_index(path: str | Path) -> PlateIndex:
@@ -126,8 +154,10 @@ def parse_harmony_index(path: str | Path) -> PlateIndex:
 
     channel_maps = _channel_maps(root)
     folder = index_path.parent
+    t_base = _timepoint_base(root, format_version)
     images: list[IndexedImage] = []
     names: dict[int, str] = {}
+    waves: dict[int, tuple[float | None, float | None]] = {}
     max_row = max_col = 0
     for el in root.iterfind("Images/Image"):
         values = {child.tag: (child.text or "").strip() for child in el}
@@ -139,7 +169,7 @@ def parse_harmony_index(path: str | Path) -> PlateIndex:
             col=_int(values.get("Col"), "Col", index_path, ident),
             field=_int(values.get("FieldID"), "FieldID", index_path, ident),
             plane=_int(values.get("PlaneID") or "1", "PlaneID", index_path, ident),
-            timepoint=_int(values.get("TimepointID") or "0", "TimepointID", index_path, ident),
+            timepoint=_timepoint(values.get("TimepointID"), t_base, index_path, ident),
         )
         max_row, max_col = max(max_row, key.row), max(max_col, key.col)
         channel = channel_maps.get(cid, {})
@@ -150,6 +180,11 @@ def parse_harmony_index(path: str | Path) -> PlateIndex:
         name = values.get("ChannelName")
         if name and cid not in names:
             names[cid] = name
+        if cid not in waves:
+            waves[cid] = (
+                _float_or_none(values.get("MainExcitationWavelength")),
+                _float_or_none(values.get("MainEmissionWavelength")),
+            )
         url = values.get("URL", "")
         problem = unsafe_url_reason(url) if url else None
         file = folder / url.replace("\\", "/") if url and problem is None else None
@@ -188,6 +223,7 @@ def parse_harmony_index(path: str | Path) -> PlateIndex:
         images=tuple(images),
         metadata_files=(index_path,),
         declared_wells=tuple(declared),
+        channel_wavelengths=dict(sorted(waves.items())),
     )
 
 
@@ -226,6 +262,29 @@ def _int(text: str | None, what: str, index_path: Path, ident: str) -> int:
         raise PlateFormatError(
             f"{index_path}: Image {ident} has no integer {what} (got {text!r})"
         ) from None
+
+
+def _timepoint_base(root: ET.Element, format_version: str) -> int:
+    """The version's first TimepointID, lowered when the index itself counts from less."""
+    base = TIMEPOINT_BASE.get(format_version, 0)
+    if base == 0:
+        return 0
+    seen = [
+        _int_or((el.text or "").strip(), base) for el in root.iterfind("Images/Image/TimepointID")
+    ]
+    return min([base, *seen])
+
+
+def _timepoint(text: str | None, base: int, index_path: Path, ident: str) -> int:
+    """0-based timepoint from a TimepointID counted from ``base``."""
+    return _int(text or str(base), "TimepointID", index_path, ident) - base
+
+
+def _float_or_none(text: str | None) -> float | None:
+    try:
+        return float(text) if text else None
+    except ValueError:
+        return None
 
 
 def _int_or(text: str, default: int) -> int:

@@ -32,6 +32,7 @@ import numpy.typing as npt
 import tifffile
 
 from .catalogue import FieldKey
+from .harmony import TIMEPOINT_BASE
 
 __all__ = [
     "EXPORT_FORMATS",
@@ -62,7 +63,13 @@ _XSI: Final[str] = "http://www.w3.org/2001/XMLSchema-instance"
 _XSD: Final[str] = "http://www.w3.org/2001/XMLSchema"
 
 # Excitation / emission (nm) per role index, Rosella on an Opera: DsRed 561/600, pHluorin 488/525.
-_WAVELENGTHS: Final[tuple[tuple[int, int], tuple[int, int]]] = ((561, 599), (488, 522))
+_WAVELENGTHS: Final[tuple[tuple[int, int] | None, tuple[int, int] | None]] = (
+    (561, 599),
+    (488, 522),
+)
+_NUCLEAR_WAVELENGTHS: Final[tuple[int, int]] = (405, 456)  # Hoechst 33342 on an Opera
+#: TIFF compressions the Harmony writer can use (Harmony itself writes LZW).
+TIFF_COMPRESSIONS: Final[tuple[str, ...]] = ("none", "lzw", "deflate", "zstd", "packbits")
 _START: Final[_dt.datetime] = _dt.datetime(2024, 3, 14, 9, 30, 0, tzinfo=_dt.UTC)
 
 
@@ -98,6 +105,14 @@ class ExportWriter:
     fields_per_well : int, optional
         Declared fields per well. Fields above it are rejected; fields never added to a well
         that has others are written as not acquired (empty URL in Harmony).
+    wavelengths : tuple of ((int, int) or None), optional
+        Main (excitation, emission) in nm per plane ``[DsRed, pHluorin]``; ``None`` for a
+        plane leaves them out of the index. Default: Rosella on an Opera, DsRed 561/599,
+        pHluorin 488/522.
+    nuclear_name : str, optional
+        Harmony only: also write a nuclear-stain channel of this name (e.g. ``"HOECHST 33342"``,
+        excitation/emission 405/456 nm, ChannelID 3); images are then ``(3, H, W)``
+        ``[DsRed, pHluorin, nuclei]``.
     """
 
     export_format: str = ""
@@ -114,6 +129,8 @@ class ExportWriter:
         channel_names: tuple[str, str] = ("DsRed", "pHluorin"),
         measurement_id: str | None = None,
         fields_per_well: int | None = None,
+        wavelengths: tuple[tuple[int, int] | None, tuple[int, int] | None] = _WAVELENGTHS,
+        nuclear_name: str | None = None,
     ) -> None:
         _validate_writer_options(
             plate_id, plate_rows, plate_columns, pixel_size_um, size_yx, channel_names
@@ -126,10 +143,17 @@ class ExportWriter:
         self.plate_columns = plate_columns
         self.pixel_size_um = float(pixel_size_um)
         self.size_yx = (int(size_yx[0]), int(size_yx[1]))
-        self.channel_names = (str(channel_names[0]), str(channel_names[1]))
+        if nuclear_name is not None and not str(nuclear_name).strip():
+            raise ValueError("nuclear_name must be a non-empty channel name or None")
+        names = (str(channel_names[0]), str(channel_names[1]))
+        self.channel_names: tuple[str, ...] = names + ((str(nuclear_name),) if nuclear_name else ())
+        self.n_planes = len(self.channel_names)
         digest = hashlib.sha1(plate_id.encode()).hexdigest()[:12]
         self.measurement_id = measurement_id or f"{plate_id}-meas-{digest}"
         self.fields_per_well = fields_per_well
+        self.wavelengths: tuple[tuple[int, int] | None, ...] = (
+            (*wavelengths, _NUCLEAR_WAVELENGTHS) if nuclear_name else wavelengths
+        )
         self._keys: set[FieldKey] = set()
         self._closed = False
         self._root: Path | None = None
@@ -164,13 +188,14 @@ class ExportWriter:
         ----------
         key : FieldKey
             Row/col/field/plane (1-based) and timepoint (0-based) of the field.
-        image : (2, H, W) ndarray of uint16
-            Channels ordered ``[DsRed, pHluorin]`` (``ROLE_ORDER``), raw camera counts.
+        image : (2, H, W) or (3, H, W) ndarray of uint16
+            Channels ordered ``[DsRed, pHluorin]`` (``ROLE_ORDER``), then nuclei when the
+            writer was opened with ``nuclear_name``; raw camera counts.
         """
         if self._closed:
             raise RuntimeError("writer is closed")
         self._validate_key(key)
-        arr = _validate_image(image, self.size_yx)
+        arr = _validate_image(image, self.size_yx, self.n_planes)
         self._keys.add(key)
         self._write_field(key, arr)
 
@@ -235,6 +260,8 @@ class HarmonyWriter(ExportWriter):
         first, to prove readers take roles from names, never from channel order.
     field_digits : int
         Digits of the field number in file names (2, or 3 as large Harmony screens use).
+    compression : {'none', 'lzw', 'deflate', 'zstd', 'packbits'}
+        TIFF compression of the planes (Harmony writes LZW).
     """
 
     def __init__(
@@ -244,6 +271,7 @@ class HarmonyWriter(ExportWriter):
         version: int,
         channel_ids: tuple[int, int] = (1, 2),
         field_digits: int = 2,
+        compression: str = "none",
         **options: Any,
     ) -> None:
         super().__init__(out_dir, **options)
@@ -253,9 +281,12 @@ class HarmonyWriter(ExportWriter):
             raise ValueError(f"channel_ids must be (1, 2) or (2, 1), got {channel_ids}")
         if field_digits not in (2, 3):
             raise ValueError(f"field_digits must be 2 or 3, got {field_digits}")
+        if compression not in TIFF_COMPRESSIONS:
+            raise ValueError(f"compression must be one of {TIFF_COMPRESSIONS}, got {compression!r}")
+        self.compression = None if compression == "none" else compression
         self.version = version
         self.export_format = f"harmony{version}"
-        self.channel_ids = (int(channel_ids[0]), int(channel_ids[1]))
+        self.channel_ids = (int(channel_ids[0]), int(channel_ids[1]), 3)[: self.n_planes]
         self.field_digits = field_digits
         self.images_dir = self.out_dir / "Images"
         self.images_dir.mkdir(parents=True, exist_ok=True)
@@ -270,10 +301,16 @@ class HarmonyWriter(ExportWriter):
         )
 
     def _write_field(self, key: FieldKey, image: npt.NDArray[np.uint16]) -> None:
-        for role_index in (0, 1):
+        for role_index in range(self.n_planes):
             name = self.file_name(key, role_index)
             plane = np.ascontiguousarray(image[role_index])
-            tifffile.imwrite(self.images_dir / name, plane, photometric="minisblack", metadata=None)
+            tifffile.imwrite(
+                self.images_dir / name,
+                plane,
+                photometric="minisblack",
+                metadata=None,
+                compression=self.compression,
+            )
             self._planes[(key, role_index)] = _Plane(key, role_index, name, int(plane.max()))
 
     def _finish(self) -> Path:
@@ -287,7 +324,7 @@ class HarmonyWriter(ExportWriter):
     # -- index -----------------------------------------------------------------------------
     def _channel_description(self, parent: ET.Element, role_index: int) -> None:
         """ChannelName, resolution, size, wavelengths … (on Image for V4/V5, Map Entry for V6+)."""
-        ex, em = _WAVELENGTHS[role_index]
+        waves = self.wavelengths[role_index]
         res = f"{self.pixel_size_um * 1e-6!r}"
         _sub(parent, "ChannelName", self.channel_names[role_index])
         _sub(parent, "ImageType", "Signal")
@@ -301,8 +338,9 @@ class HarmonyWriter(ExportWriter):
         _sub(parent, "BinningX", "2")
         _sub(parent, "BinningY", "2")
         _sub(parent, "CameraType", "AndorZylaCam")
-        _sub(parent, "MainExcitationWavelength", str(ex), Unit="nm")
-        _sub(parent, "MainEmissionWavelength", str(em), Unit="nm")
+        if waves is not None:
+            _sub(parent, "MainExcitationWavelength", str(waves[0]), Unit="nm")
+            _sub(parent, "MainEmissionWavelength", str(waves[1]), Unit="nm")
         _sub(parent, "ObjectiveMagnification", "63", Unit="")
         _sub(parent, "ObjectiveNA", "1.15", Unit="")
         _sub(parent, "ExposureTime", "0.2", Unit="s")
@@ -316,11 +354,13 @@ class HarmonyWriter(ExportWriter):
         _sub(root, "User", "phagoflow")
         _sub(root, "InstrumentType", "Phenix")
         keys = self._all_keys()
+        t_base = TIMEPOINT_BASE.get(f"HarmonyV{self.version}", 0)  # V7 counts from 1
         wells = sorted({(k.row, k.col) for k in keys})
-        order = (0, 1)  # plane order: ChannelID 1 first, or 2 first when channel_ids swap them
+        # plane order: ChannelID 1 first, or 2 first when channel_ids swap them; nuclei last
+        order = tuple(range(self.n_planes))
         image_ids: dict[tuple[FieldKey, int], str] = {}
         for k in keys:
-            for ri in (0, 1):
+            for ri in order:
                 ch = self.channel_ids[ri]
                 image_ids[(k, ri)] = (
                     f"{k.row:02d}{k.col:02d}K{k.timepoint + 1}F{k.field}P{k.plane}R{ch}"
@@ -378,7 +418,7 @@ class HarmonyWriter(ExportWriter):
                 _sub(img, "Col", str(k.col))
                 _sub(img, "FieldID", str(k.field))
                 _sub(img, "PlaneID", str(k.plane))
-                _sub(img, "TimepointID", str(k.timepoint))
+                _sub(img, "TimepointID", str(k.timepoint + t_base))
                 _sub(img, "ChannelID", str(self.channel_ids[ri]))
                 _sub(img, "FlimID", "1")
                 if self.version < 6:
@@ -482,7 +522,7 @@ class FlexWriter(ExportWriter):
         filters = _sub(flex, "FilterCombinations")
         exposures = _sub(flex, "Exposures")
         for ri in (0, 1):
-            ex, em = _WAVELENGTHS[ri]
+            ex, em = _WAVELENGTHS[ri] or (0, 0)
             lsc = _sub(lscs, "LightSourceCombination", ID=f"L{ex}")
             _sub(lsc, "LightSourceRef", ID=f"Laser{ex}", Power="1.0")
             fc = _sub(filters, "FilterCombination", ID=f"{self.channel_names[ri]}")
@@ -502,7 +542,7 @@ class FlexWriter(ExportWriter):
         _sub(well, "WellCoordinate", Row=str(row), Col=str(col))
         images = _sub(well, "Images")
         for i, (k, ri) in enumerate(pages):
-            ex, _ = _WAVELENGTHS[ri]
+            ex, _ = _WAVELENGTHS[ri] or (0, 0)
             img = _sub(images, "Image", BufferNo=str(i))
             _sub(img, "DateTime", self._abs_time(k))
             _sub(img, "Sublayout", str(k.field))
@@ -541,6 +581,9 @@ def open_writer(
     channel_ids: tuple[int, int] = (1, 2),
     field_digits: int = 2,
     flex_factor: float = 1.0,
+    wavelengths: tuple[tuple[int, int] | None, tuple[int, int] | None] = _WAVELENGTHS,
+    compression: str = "none",
+    nuclear_name: str | None = None,
 ) -> ExportWriter:
     """Open a writer of one synthetic plate export.
 
@@ -559,6 +602,12 @@ def open_writer(
         Harmony only: digits of the field number in file names.
     flex_factor : float, default 1.0
         flex only: ``Array@Factor`` (pixel value = stored count × factor).
+    wavelengths : tuple, optional
+        Harmony only: (excitation, emission) nm per plane, ``None`` to leave one out.
+    compression : {'none', 'lzw', 'deflate', 'zstd', 'packbits'}
+        Harmony only: TIFF compression of the planes (Harmony itself writes LZW).
+    nuclear_name : str, optional
+        Harmony only: add a nuclear-stain channel of this name (images become ``(3, H, W)``).
 
     Returns
     -------
@@ -575,12 +624,17 @@ def open_writer(
         "channel_names": channel_names,
         "measurement_id": measurement_id,
         "fields_per_well": fields_per_well,
+        "wavelengths": wavelengths,
+        "nuclear_name": nuclear_name,
     }
     if export_format not in EXPORT_FORMATS:
         raise ValueError(f"export_format must be one of {EXPORT_FORMATS}, got {export_format!r}")
     if export_format == "flex":
-        if channel_ids != (1, 2) or field_digits != 2:
-            raise ValueError("channel_ids and field_digits apply to Harmony exports only")
+        if channel_ids != (1, 2) or field_digits != 2 or compression != "none" or nuclear_name:
+            raise ValueError(
+                "channel_ids, field_digits, compression and nuclear_name apply to Harmony "
+                "exports only"
+            )
         return FlexWriter(Path(out_dir), factor=flex_factor, **options)
     if flex_factor != 1.0:
         raise ValueError("flex_factor applies to .flex exports only")
@@ -589,6 +643,7 @@ def open_writer(
         version=int(export_format.removeprefix("harmony")),
         channel_ids=channel_ids,
         field_digits=field_digits,
+        compression=compression,
         **options,
     )
 
@@ -624,12 +679,12 @@ def _validate_writer_options(
 
 
 def _validate_image(
-    image: npt.NDArray[np.uint16], size_yx: tuple[int, int]
+    image: npt.NDArray[np.uint16], size_yx: tuple[int, int], n_planes: int = 2
 ) -> npt.NDArray[np.uint16]:
     arr = np.asarray(image)
-    expected = (2, *size_yx)
+    expected = (n_planes, *size_yx)
     if arr.shape != expected:
-        raise ValueError(f"image must have shape {expected} (2, H, W), got {arr.shape}")
+        raise ValueError(f"image must have shape {expected} ({n_planes}, H, W), got {arr.shape}")
     if arr.dtype != np.uint16:
         raise ValueError(f"image must be uint16, got {arr.dtype} with shape {arr.shape}")
     return arr
