@@ -92,6 +92,7 @@ def get_arg_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--backend", choices=("onnxruntime", "torch"), default=None, help="U-Net backend"
     )
+    _add_channel_role_option(p)
     p.set_defaults(func=_cmd_run)
 
     # train ---------------------------------------------------------------------------
@@ -184,6 +185,7 @@ def get_arg_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--name", default="phagoflow-unet", help="model name in the card")
     p.add_argument("--overwrite", action="store_true", help="replace a model in MODEL_DIR")
+    _add_channel_role_option(p)
     p.set_defaults(func=_cmd_train)
 
     # evaluate ------------------------------------------------------------------------
@@ -257,6 +259,7 @@ def get_arg_parser() -> argparse.ArgumentParser:
         metavar="PX",
         help="BF score tolerance in pixels (default 0.75%% of the field diagonal, as MATLAB)",
     )
+    _add_channel_role_option(p)
     p.set_defaults(func=_cmd_evaluate)
 
     # info / check --------------------------------------------------------------------
@@ -266,25 +269,23 @@ def get_arg_parser() -> argparse.ArgumentParser:
         description="Read a Harmony or .flex export and print its catalogue as JSON.",
     )
     p.add_argument("export", type=Path)
-    p.add_argument(
-        "--channel-role",
-        action="append",
-        default=[],
-        metavar="NAME=ROLE",
-        help="override a channel role, e.g. 'Alexa 568=dsred' (repeatable)",
-    )
+    _add_channel_role_option(p)
     p.set_defaults(func=_cmd_info)
 
     p = sub.add_parser(
         "check",
         help="is a plate export complete? (exit 0 if complete, 3 if not)",
         description=(
-            "Apply the completeness rule: index parses, every declared image exists with at "
-            "least ImageSizeX × ImageSizeY × 2 bytes, and nothing changed for --quiet seconds."
+            "Apply the completeness rule: the index parses, its Image count fills the plate's "
+            "grid, every acquired image is a whole TIFF inside the export (valid header, every "
+            "strip or tile present; compressed TIFFs included), and nothing changed for "
+            "--quiet-seconds. Also says which channels play the DsRed and pHluorin roles "
+            "(informational: the exit status is about completeness only)."
         ),
     )
     p.add_argument("export", type=Path)
     p.add_argument("--quiet-seconds", type=float, default=60.0, help="quiet period (default 60)")
+    _add_channel_role_option(p)
     p.set_defaults(func=_cmd_check)
 
     # review / rating (issue 6) -------------------------------------------------------
@@ -386,6 +387,31 @@ def get_arg_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_channel_role_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--channel-role",
+        action="append",
+        default=[],
+        metavar="NAME=ROLE",
+        help="set a channel's role: NAME is a channel name or id, ROLE dsred, phluorin, both "
+        "(one channel stands in for both) or none, e.g. 'Alexa 568=dsred' (repeatable; default: "
+        "from the wavelengths, else the names, in the index; env PHAGOFLOW_CHANNEL_ROLES)",
+    )
+
+
+def _channel_roles(args: argparse.Namespace) -> dict[str, str] | None:
+    """The ``--channel-role`` items, else ``PHAGOFLOW_CHANNEL_ROLES``; ``None`` when neither."""
+    from phagoflow.core.opera import parse_channel_roles
+    from phagoflow.settings import RunSettings
+
+    try:
+        if args.channel_role:
+            return parse_channel_roles(args.channel_role)
+        return dict(RunSettings().channel_roles) or None
+    except ValueError as exc:  # pydantic's ValidationError too
+        raise SystemExit(f"phagoflow: --channel-role / PHAGOFLOW_CHANNEL_ROLES: {exc}") from None
+
+
 # ----------------------------------------------------------------------------- handlers
 def _settings_cip(path: Path | None):  # type: ignore[no-untyped-def]
     from phagoflow.core.cip import CipParameters
@@ -436,6 +462,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         threads=settings.inference_threads,
         overlays=settings.overlays,
         progress=not args.quiet,
+        channel_roles=_channel_roles(args),
     )
     _print_wells(result.wells)
     n_fields = len(result.catalogue.fields) + len(result.catalogue.problems)
@@ -517,6 +544,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             name=args.name,
             progress=not args.quiet,
             holdout=args.holdout,
+            channel_roles=_channel_roles(args),
         )
     except (ValueError, OSError) as exc:  # TrainingError, ModelDirError, PlateFormatError too
         return _fail(exc)
@@ -566,6 +594,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             threads=settings.inference_threads,
             config=EvaluationConfig(bf_tolerance_px=args.bf_tolerance),
             progress=not args.quiet,
+            channel_roles=_channel_roles(args),
         )
         print(format_table(report.results))
         print(format_count_errors(report))
@@ -595,41 +624,63 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
+    """Print the catalogue as JSON; exit 1 (after printing it) when roles cannot be assigned."""
+    import math
+
     from phagoflow.core.opera import read_plate
 
-    overrides = {}
-    for item in args.channel_role:
-        name, sep, role = item.partition("=")
-        if not sep:
-            raise SystemExit(f"phagoflow: --channel-role expects NAME=ROLE, got {item!r}")
-        overrides[name] = role
-    cat = read_plate(args.export, channel_roles=overrides or None)
+    cat = read_plate(args.export, channel_roles=_channel_roles(args), strict_roles=False)
+    pixel = None if math.isnan(cat.pixel_size_um) else cat.pixel_size_um
     doc = {
         "plate_id": cat.plate_id,
+        "measurement_id": cat.measurement_id,
         "format": cat.format_version,
         "index": str(cat.index_path),
         "plate": f"{cat.plate_rows} x {cat.plate_columns}",
         "wells": list(cat.wells),
         "fields": len(cat.fields),
+        "images_declared": cat.declared_images,
+        "images_expected": cat.expected_images,
         "size_yx": list(cat.size_yx),
-        "pixel_size_um": cat.pixel_size_um,
-        "channels": [
-            {"id": c.channel_id, "name": c.name, "role": c.role and str(c.role)}
-            for c in cat.channels
+        "pixel_size_um": pixel,
+        "channels": [c.as_record() for c in cat.channels],
+        "channel_roles_error": cat.role_error,
+        "problems": [
+            {"field": p.key.name if p.key else None, "path": p.path, "reason": p.reason}
+            for p in cat.problems
         ],
-        "problems": [{"path": p.path, "reason": p.reason} for p in cat.problems],
     }
     print(json.dumps(doc, indent=2))
+    if cat.role_error is not None:
+        print(f"phagoflow: {cat.role_error}", file=sys.stderr)
+        return 1
     return 0
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from phagoflow.core.opera import check_complete
+    from phagoflow.core.opera import check_complete, parse_index
+    from phagoflow.core.opera.catalogue import PlateFormatError
+    from phagoflow.core.opera.roles import assign_roles
 
     report = check_complete(args.export, quiet_seconds=args.quiet_seconds)
     print("complete" if report.complete else "incomplete")
     for reason in report.reasons:
         print(f"  {reason}")
+    if report.index_path is not None:
+        try:
+            index = parse_index(args.export)
+            channels = assign_roles(
+                index.channel_names,
+                index.index_path,
+                channel_roles=_channel_roles(args),
+                wavelengths=index.channel_wavelengths,
+            )
+        except PlateFormatError as exc:
+            print(f"channel roles: cannot be assigned: {exc}")
+        else:
+            for c in channels:
+                if c.roles:
+                    print(f"channel roles: {c.role_label} = {c.name!r} ({c.role_source})")
     return 0 if report.complete else 3
 
 

@@ -7,14 +7,38 @@ Command-line flags override settings; settings override defaults.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BeforeValidator, Field
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from phagoflow.core.cip import CipParameters
+from phagoflow.core.opera.roles import parse_channel_roles, parse_role_override
 
-__all__ = ["RunSettings"]
+__all__ = ["ChannelRolesSetting", "RunSettings"]
+
+
+def _channel_roles_value(value: Any) -> dict[str, str]:
+    """``PHAGOFLOW_CHANNEL_ROLES``: ``"Alexa 568=dsred,Alexa 488=phluorin"`` or a JSON object."""
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return {}
+        value = json.loads(text) if text.startswith("{") else parse_channel_roles([text])
+    if not isinstance(value, dict):
+        raise ValueError(f"channel roles must be NAME=ROLE items or a JSON object, got {value!r}")
+    out = {str(k).strip(): str(v).strip() for k, v in value.items()}
+    for role in out.values():
+        parse_role_override(role)
+    return out
+
+
+#: A channel-role override setting (``PHAGOFLOW_CHANNEL_ROLES``), the same form as
+#: ``--channel-role``: ``NAME=ROLE[,NAME=ROLE]`` (or a JSON object); ROLE is ``dsred``,
+#: ``phluorin``, ``both`` or ``none``; NAME a channel name or id.
+ChannelRolesSetting = Annotated[dict[str, str], NoDecode, BeforeValidator(_channel_roles_value)]
 
 
 class RunSettings(BaseSettings):
@@ -36,6 +60,9 @@ class RunSettings(BaseSettings):
         Number of field overlays embedded in ``report.html``.
     cip : CipParameters
         Every CIP parameter (physical ones in µm); recorded in ``run.json``.
+    channel_roles : dict of str to str
+        Channel-role override used when no ``--channel-role`` is given
+        (:data:`ChannelRolesSetting`).
     """
 
     model_config = SettingsConfigDict(
@@ -49,3 +76,4 @@ class RunSettings(BaseSettings):
     inference_threads: int | None = Field(default=None, ge=1)
     overlays: int = Field(default=4, ge=0, le=48)
     cip: CipParameters = CipParameters()
+    channel_roles: ChannelRolesSetting = Field(default_factory=dict)

@@ -69,7 +69,7 @@ from phagoflow.core.evaluation import (
     count_errors,
 )
 from phagoflow.core.model_dir import CARD_FILE, read_model_card, software_versions
-from phagoflow.core.opera import PlateCatalogue, load_field, read_plate
+from phagoflow.core.opera import PlateCatalogue, RoleOverrides, load_field, read_plate
 from phagoflow.core.opera.catalogue import FieldKey, FieldRecord, PlateFormatError
 from phagoflow.core.segmenters import METHODS, Segmenter, make_segmenter
 from phagoflow.embedded.weak_labels import load_masks_dir, read_mask
@@ -393,6 +393,7 @@ def evaluate_plate(
     threads: int | None = None,
     config: EvaluationConfig | None = None,
     progress: bool = True,
+    channel_roles: RoleOverrides | None = None,
 ) -> EvaluationReport:
     """Score every method on every field of ``export`` that has a truth mask.
 
@@ -423,6 +424,9 @@ def evaluate_plate(
         BF tolerance (pixels) and box IoU threshold; class names must stay the phagoflow ones.
     progress : bool
         Progress bar over fields.
+    channel_roles : mapping, optional
+        Channel-role override (``--channel-role``): channel name or id → ``"dsred"``,
+        ``"phluorin"``, ``"both"`` or ``"none"`` (see :mod:`phagoflow.core.opera.roles`).
 
     Returns
     -------
@@ -457,7 +461,7 @@ def evaluate_plate(
             "U-Nets with NAME=DIR"
         )
 
-    cat = read_plate(export)
+    cat = read_plate(export, channel_roles=channel_roles)
     root = _truth_root(Path(truth_dir), cat.plate_id)
     truth_paths = load_masks_dir(root)
     records = [r for r in cat.fields if r.key.name in truth_paths]

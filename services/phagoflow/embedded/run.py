@@ -52,7 +52,7 @@ from phagoflow.core.counting import (
     count_field,
     measure_objects,
 )
-from phagoflow.core.opera import PlateCatalogue, load_field, read_plate
+from phagoflow.core.opera import PlateCatalogue, RoleOverrides, load_field, read_plate
 from phagoflow.core.opera.catalogue import FieldKey, FieldRecord, PlateFormatError
 from phagoflow.core.qc import well_disagreement
 from phagoflow.core.segmenters import Segmenter, make_segmenter
@@ -224,6 +224,7 @@ def run_plate(
     threads: int | None = None,
     overlays: int = 4,
     progress: bool = True,
+    channel_roles: RoleOverrides | None = None,
 ) -> RunResult:
     """Process one plate export end to end with no servers.
 
@@ -245,6 +246,9 @@ def run_plate(
         Intra-op threads per worker (default: cores // workers, at least 1).
     overlays : int
         Number of field overlays in the report.
+    channel_roles : mapping, optional
+        Channel-role override (``--channel-role``): channel name or id → ``"dsred"``,
+        ``"phluorin"``, ``"both"`` or ``"none"`` (see :mod:`phagoflow.core.opera.roles`).
 
     Returns
     -------
@@ -253,7 +257,7 @@ def run_plate(
     started = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    catalogue = read_plate(export)
+    catalogue = read_plate(export, channel_roles=channel_roles)
     methods = tuple(dict.fromkeys(methods))
     cip_params = cip_params if cip_params is not None else CipParameters()
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
@@ -457,10 +461,7 @@ def _write_run_json(
             "plate_columns": cat.plate_columns,
             "pixel_size_um": cat.pixel_size_um,
             "size_yx": list(cat.size_yx),
-            "channels": [
-                {"id": c.channel_id, "name": c.name, "role": c.role and str(c.role)}
-                for c in cat.channels
-            ],
+            "channels": [c.as_record() for c in cat.channels],
             "fields": len(cat.fields),
             "wells": len(cat.wells),
         },

@@ -69,7 +69,7 @@ from phagoflow.core.model_dir import (
     load_model_dir,
     save_model_dir,
 )
-from phagoflow.core.opera import read_plate
+from phagoflow.core.opera import RoleOverrides, read_plate
 from phagoflow.core.opera.catalogue import FieldKey
 from phagoflow.core.segmenters import CipSegmenter
 from phagoflow.core.training import TrainingConfig, TrainingData, TrainingError, train_unet
@@ -241,6 +241,7 @@ def train_model(
     name: str = "phagoflow-unet",
     progress: bool = True,
     holdout: float = 0.0,
+    channel_roles: RoleOverrides | None = None,
 ) -> TrainResult:
     """Train a U-Net on the fields of ``exports`` and write a model folder to ``out``.
 
@@ -273,6 +274,9 @@ def train_model(
         Fraction of the labelled fields (all exports together) kept out of training and
         validation (:func:`select_holdout` with ``config.seed``); recorded in the card as
         ``training.split.holdout``. 0 (default) holds out none.
+    channel_roles : mapping, optional
+        Channel-role override (``--channel-role``): channel name or id → ``"dsred"``,
+        ``"phluorin"``, ``"both"`` or ``"none"`` (see :mod:`phagoflow.core.opera.roles`).
 
     Returns
     -------
@@ -327,7 +331,7 @@ def train_model(
     seen: set[str] = set()
     export_records: list[dict[str, Any]] = []
     for export in exports:
-        cat = read_plate(export)
+        cat = read_plate(export, channel_roles=channel_roles)
         truth_paths = _truth_masks(Path(truth), cat.plate_id) if truth is not None else {}
         n_before = len(names)
         for lf in iter_fields(
@@ -336,6 +340,7 @@ def train_model(
             cip_params=cip_params,
             cache_dir=cache_dir,
             progress=progress,
+            channel_roles=channel_roles,
         ):
             name_ = f"{lf.plate_id}/{lf.name}"
             if name_ in seen:

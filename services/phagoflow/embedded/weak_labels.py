@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 from tqdm import tqdm
 
 from phagoflow.core.cip import CipParameters
-from phagoflow.core.opera import PlateCatalogue, load_field, read_plate
+from phagoflow.core.opera import PlateCatalogue, RoleOverrides, load_field, read_plate
 from phagoflow.core.opera.catalogue import FieldRecord, PlateFormatError
 from phagoflow.core.segmenters import CipSegmenter
 
@@ -108,6 +108,7 @@ def iter_fields(
     cip_params: CipParameters | None = None,
     cache_dir: Path | None = None,
     progress: bool = True,
+    channel_roles: RoleOverrides | None = None,
 ) -> Iterator[LabelledField]:
     """Yield every readable field of ``exports`` with its label mask.
 
@@ -121,13 +122,16 @@ def iter_fields(
         the plate id is searched first. Fields without a mask are skipped.
     cip_params : CipParameters, optional
         Parameters of the CIP that makes the weak labels.
+    channel_roles : mapping, optional
+        Channel-role override (``--channel-role``): channel name or id → ``"dsred"``,
+        ``"phluorin"``, ``"both"`` or ``"none"`` (see :mod:`phagoflow.core.opera.roles`).
 
     Unreadable fields are logged and skipped, never fatal.
     """
     seg = CipSegmenter(cip_params) if labels == "cip" else None
     cache = cache_dir or default_cache_dir() / "weak_labels"
     for export in exports:
-        cat = read_plate(export)
+        cat = read_plate(export, channel_roles=channel_roles)
         masks: dict[str, Path] = {}
         if seg is None:
             root = Path(labels)

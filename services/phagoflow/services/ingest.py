@@ -57,6 +57,7 @@ from phagoflow.core.opera import (
 )
 from phagoflow.core.opera.catalogue import FieldRecord
 from phagoflow.services.common import Service, ServiceSettings, log_context
+from phagoflow.settings import ChannelRolesSetting
 from phagoflow.services.kafkaio import dead_letter, make_producer, publish
 from phagoflow.services.objectstore import ObjectStore, sha256_hex
 
@@ -88,7 +89,8 @@ class IngestSettings(ServiceSettings):
     ingest_quiet_s : float
         Quiet period of the completeness rule (no file changed for this long).
     channel_roles : dict
-        Channel-role override, channel name or id → ``dsred`` / ``phluorin``.
+        Channel-role override (``PHAGOFLOW_CHANNEL_ROLES=NAME=ROLE,...``, as ``--channel-role``):
+        channel name or id → ``dsred``, ``phluorin``, ``both`` or ``none``.
     """
 
     watch_dir: Path = Path("var/incoming")
@@ -97,7 +99,7 @@ class IngestSettings(ServiceSettings):
     ingest_settle_s: float = Field(default=2.0, ge=0.0)
     ingest_missing_timeout_s: float = Field(default=300.0, gt=0.0)
     ingest_quiet_s: float = Field(default=10.0, ge=0.0)
-    channel_roles: dict[str | int, str] = Field(default_factory=dict)
+    channel_roles: ChannelRolesSetting = Field(default_factory=dict)
 
     @property
     def http_port(self) -> int:
@@ -356,7 +358,7 @@ class IngestService(Service):
             well_fields_expected=expected[0].get(key.well, 0),
             plate_fields_expected=expected[1],
         )
-        channel_of = {c.role: c for c in catalogue.channels if c.role is not None}
+        channel_of = {role: c for c in catalogue.channels for role in c.roles}
         mtimes = []
         uploaded = 0
         for role, src in record.sources.items():
