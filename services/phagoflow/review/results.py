@@ -35,6 +35,7 @@ import tifffile
 
 from phagoflow.core.counting import CLASS_NAMES
 from phagoflow.core.opera import PlateCatalogue, load_field, read_plate
+from phagoflow.core.opera.roles import recorded_channel_roles
 from phagoflow.core.opera.catalogue import FieldKey
 from phagoflow.core.qc import relative_difference
 from phagoflow.review.masks import save_curated
@@ -253,8 +254,9 @@ class ResultsFolder:
                 f"{self.root} is not a phagoflow results folder (run.json: {exc})"
             ) from exc
         export_path = Path(export) if export is not None else Path(self.run["export"]["root"])
+        roles = recorded_channel_roles(self.run["export"].get("channels", []))
         try:
-            self.catalogue: PlateCatalogue = read_plate(export_path)
+            self.catalogue: PlateCatalogue = read_plate(export_path, channel_roles=roles or None)
         except (OSError, ValueError) as exc:
             raise ResultsError(
                 f"cannot read the plate export {export_path} named in {self.root / 'run.json'} "

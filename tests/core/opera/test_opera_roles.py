@@ -12,6 +12,7 @@ from phagoflow.core.opera.roles import (
     infer_role,
     parse_channel_roles,
     parse_role,
+    recorded_channel_roles,
     role_from_wavelengths,
 )
 
@@ -206,3 +207,14 @@ def test_parse_channel_roles(items: list[str], expected: dict[str, str]) -> None
 def test_parse_channel_roles_rejects(item: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         parse_channel_roles([item])
+
+
+def test_recorded_roles_reproduce_the_assignment() -> None:
+    names = {1: "FITC", 2: "Brightfield", 3: "Hoechst"}
+    first = assign_roles(names, Path("x"), channel_roles={"FITC": "both"})
+    again = assign_roles(
+        names, Path("x"), channel_roles=recorded_channel_roles(c.as_record() for c in first)
+    )
+    assert (
+        [c.roles for c in again] == [c.roles for c in first] == [(D, P), (), (ChannelRole.NUCLEI,)]
+    )

@@ -43,6 +43,7 @@ __all__ = [
     "parse_channel_roles",
     "parse_role",
     "parse_role_override",
+    "recorded_channel_roles",
     "role_from_wavelengths",
 ]
 
@@ -214,6 +215,24 @@ def parse_channel_roles(items: Sequence[str]) -> dict[str, str]:
             parse_role_override(role)  # validate now, with the user's spelling in the message
             out[name.strip()] = role.strip()
     return out
+
+
+def recorded_channel_roles(records: Iterable[Mapping[str, object]]) -> dict[str, str]:
+    """Overrides that give a plate the roles a run recorded (``run.json`` ``export.channels``).
+
+    Parameters
+    ----------
+    records : iterable of mapping
+        :meth:`Channel.as_record` dicts (``name``, ``role`` such as ``"dsred"``,
+        ``"dsred+phluorin"`` or ``None``).
+
+    Returns
+    -------
+    dict of str to str
+        Channel name → role of every channel that had one, e.g. for the review app to read the
+        export exactly as ``phagoflow run --channel-role ...`` did.
+    """
+    return {str(r["name"]): str(r["role"]) for r in records if r.get("role") and r.get("name")}
 
 
 def assign_roles(
