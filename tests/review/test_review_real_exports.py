@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from real_exports import EXPORTS, require
 
 from phagoflow.embedded.run import run_plate
 from phagoflow.review.results import ResultsFolder
+from real_exports import EXPORTS, require
 
 SONATA = next(e for e in EXPORTS if e.name == "harmony5_sonata_2022")
 

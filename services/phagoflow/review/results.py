@@ -35,8 +35,8 @@ import tifffile
 
 from phagoflow.core.counting import CLASS_NAMES
 from phagoflow.core.opera import PlateCatalogue, load_field, read_plate
-from phagoflow.core.opera.roles import recorded_channel_roles
 from phagoflow.core.opera.catalogue import FieldKey
+from phagoflow.core.opera.roles import recorded_channel_roles
 from phagoflow.core.qc import relative_difference
 from phagoflow.review.masks import save_curated
 
