@@ -3,14 +3,13 @@
 No Kubernetes API server runs here. Built-in kinds are validated against the Kubernetes JSON
 schema for 1.30 (strict: unknown fields fail) with kubernetes-validate; custom resources (KEDA
 ScaledObject, Prometheus Operator ServiceMonitor/PrometheusRule) are checked field by field here,
-and the alert expressions with promtool when it is installed.
+and the alert expressions with promtool (required under CI).
 """
 
 from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from functools import cache
 from pathlib import Path
@@ -19,6 +18,8 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+
+from ci_tools import require_executable
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "phagoflow"
@@ -224,12 +225,12 @@ def test_custom_resources(helm: Path, scenario: str) -> None:
         assert all(r["expr"].strip() and r["labels"]["severity"] for r in rules)
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (apt prometheus) missing")
 def test_alert_rules_parse_with_promtool(helm: Path, tmp_path: Path) -> None:
+    promtool = require_executable("promtool", "apt-get install -y prometheus")  # fails under CI
     (pr,) = _by_kind(_render(helm, "gpu"), "PrometheusRule").values()
     rules = tmp_path / "rules.yaml"
     rules.write_text(yaml.safe_dump({"groups": pr["spec"]["groups"]}))
-    r = subprocess.run(["promtool", "check", "rules", str(rules)], capture_output=True, text=True)
+    r = subprocess.run([promtool, "check", "rules", str(rules)], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "SUCCESS: 6 rules found" in r.stdout
 

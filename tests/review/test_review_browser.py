@@ -11,7 +11,6 @@ never ``playwright install``. Without them the test skips, except under ``CI`` w
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import warnings
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ import pytest
 import tifffile
 from review_helpers import TOKEN
 
+from ci_tools import require
 from phagoflow.review.browser import CHROMIUM_ARGS, chromium_path, live_server
 
 CHROMIUM = chromium_path()
@@ -35,11 +35,7 @@ def _require_browser() -> None:
         import playwright.sync_api  # noqa: F401
     except ImportError:
         problems.append("the Python package playwright is not installed (pip install playwright)")
-    if problems:
-        message = "browser test cannot run: " + "; ".join(problems)
-        if os.environ.get("CI"):
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+    require("browser test cannot run: " + "; ".join(problems) if problems else None)
 
 
 @pytest.fixture

@@ -36,12 +36,18 @@ from phagoflow.stack.s3 import MotoS3Server
 from phagoflow.stack.triton import TritonServer
 
 __all__ = [
+    "Component",
     "PrometheusServer",
     "ServiceProcess",
     "StackSettings",
+    "SupervisorProcess",
+    "read_state",
     "stack_down",
     "stack_status",
     "stack_up",
+    "start_components",
+    "status_lines",
+    "write_state",
 ]
 
 STATE_FILE = "stack.json"
@@ -51,6 +57,7 @@ _MARKERS = {
     "s3": "moto.server",
     "triton": "tritonserver",
     "prometheus": "prometheus",
+    "supervisor": "phagoflow.stack.supervisor",
 }
 SERVICE_NAMES = ("ingest", "cip", "inference", "metrics")
 
@@ -89,6 +96,13 @@ class StackSettings(BaseSettings):
         one, Triton and inference are not started and plates complete with CIP alone.
     model_repository : Path
         Triton model repository.
+    restart_backoff_s, restart_backoff_max_s : float
+        Supervisor: seconds before the first restart of a component that died, doubled for each
+        further crash up to the maximum (Kubernetes' CrashLoopBackOff, shorter).
+    restart_reset_s : float
+        Seconds a restarted component must stay up before its back-off starts over.
+    supervise_every_s : float
+        How often the supervisor checks its components, seconds.
     """
 
     model_config = SettingsConfigDict(env_prefix="PHAGOFLOW_", frozen=True, extra="ignore")
@@ -110,6 +124,10 @@ class StackSettings(BaseSettings):
     bucket: str = "phagoflow"
     model_dir: Path | None = None
     model_repository: Path = Path("model_repository")
+    restart_backoff_s: float = Field(default=1.0, gt=0.0)
+    restart_backoff_max_s: float = Field(default=30.0, gt=0.0)
+    restart_reset_s: float = Field(default=60.0, gt=0.0)
+    supervise_every_s: float = Field(default=0.5, gt=0.0)
 
 
 def _http_ok(url: str, timeout_s: float = 1.0) -> bool:
@@ -201,17 +219,246 @@ class PrometheusServer(ManagedProcess):
         return _http_ok(f"{self.url}/-/ready")
 
 
-# --------------------------------------------------------------------------- up / down / status
+class SupervisorProcess(ManagedProcess):
+    """``python -m phagoflow.stack.supervisor``: starts the stack, then restarts what dies.
+
+    It listens on no port; it is ready once it wrote ``stack.json`` with ``"phase": "up"``.
+    """
+
+    name: ClassVar[str] = "supervisor"
+
+    def __init__(self, state_path: Path, **kwargs: Any) -> None:
+        kwargs.setdefault("startup_timeout_s", 900.0)  # tansu, S3, Triton, 6 services, Prometheus
+        super().__init__(**kwargs)
+        self.state_path = Path(state_path)
+
+    @property
+    def url(self) -> str:
+        return self.state_path.resolve().as_uri()
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "phagoflow.stack.supervisor"]
+
+    def claim_ports(self, sockets: list[tuple[str, int]]) -> bool:
+        return True  # no port of its own
+
+    def is_ready(self) -> bool:
+        state = read_state(self.state_path)
+        return bool(state and state.get("phase") == "up" and state["supervisor"]["pid"] == self.pid)
+
+
+# --------------------------------------------------------------------------- components
 
 
 @dataclass
-class _Started:
+class Component:
+    """A started part of the local stack, as the supervisor keeps it.
+
+    Attributes
+    ----------
+    name : str
+        ``kafka``, ``s3``, ``triton``, ``ingest``, ``cip``, ``inference-2``, ``prometheus``...
+    proc : ManagedProcess
+        The server (attached to the supervisor: it dies with it).
+    startup_s : float
+        Seconds its first start took.
+    after_restart : callable, optional
+        Run after each restart (tansu: re-create the topics its memory-only storage lost).
+    restart_loses : str
+        What a restart of this component loses, raised as an alert; empty when nothing.
+    """
+
     name: str
     proc: ManagedProcess
+    startup_s: float = 0.0
+    after_restart: Callable[[], None] | None = None
+    restart_loses: str = ""
+
+
+#: What a restart loses, per component that keeps its data in memory (local stand-ins only).
+_RESTART_LOSES = {
+    "kafka": (
+        "tansu keeps topics in memory only: every event and committed offset is gone; fields "
+        "in flight will not complete. The topics were re-created; drop unfinished plates "
+        "again (a real Kafka cluster keeps them)"
+    ),
+    "s3": (
+        "moto keeps objects in memory only: raw images, masks, manifests and the metrics "
+        "snapshot are gone; drop unfinished plates again (MinIO keeps them)"
+    ),
+}
+
+
+def _start(
+    started: list[Component], echo: Callable[[str], None], name: str, proc: ManagedProcess
+) -> ManagedProcess:
+    t0 = time.monotonic()
+    proc.start()
+    component = Component(name, proc, time.monotonic() - t0)
+    component.restart_loses = _RESTART_LOSES.get(name, "")
+    started.append(component)
+    echo(f"  {name:<11} up in {component.startup_s:4.1f} s  {proc.url}")
+    return proc
+
+
+def _start_infra(
+    s: StackSettings, started: list[Component], echo: Callable[[str], None]
+) -> tuple[TansuBroker, MotoS3Server]:
+    from phagoflow import events as ev
+
+    logs = s.stack_dir / "logs"
+    kafka = TansuBroker(port=s.kafka_port, log_path=logs / "tansu.log")
+    _start(started, echo, "kafka", kafka)
+    ev.create_topics(kafka.bootstrap_servers)
+
+    def recreate_topics() -> None:
+        kafka.wait_ready(30.0)
+        ev.create_topics(kafka.bootstrap_servers)
+
+    started[-1].after_restart = recreate_topics
+    s3 = MotoS3Server(port=s.s3_port, log_path=logs / "s3.log")
+    _start(started, echo, "s3", s3)
+    s3.ensure_buckets([s.bucket])
+
+    def recreate_bucket() -> None:
+        s3.wait_ready(30.0)
+        s3.ensure_buckets([s.bucket])
+
+    started[-1].after_restart = recreate_bucket
+    return kafka, s3
+
+
+def _model(s: StackSettings) -> tuple[Path, bool]:
+    """The model folder and whether CDL runs (it has ``card.json`` and ``model.onnx``)."""
+    model_dir = s.model_dir
+    if model_dir is None:
+        from phagoflow.core.inference import default_model_dir
+
+        model_dir = default_model_dir()
+    return model_dir, (model_dir / "card.json").is_file() and (model_dir / "model.onnx").is_file()
+
+
+def _start_services(
+    s: StackSettings,
+    env: dict[str, str],
+    services: list[str],
+    started: list[Component],
+    echo: Callable[[str], None],
+) -> dict[str, str]:
+    """Start every service worker; returns Prometheus targets (label → ``host:port``)."""
+    ports = {
+        "ingest": s.ingest_port,
+        "cip": s.cip_port,
+        "inference": s.inference_port,
+        "metrics": s.metrics_port,
+    }
+    workers = {"cip": s.cip_workers, "inference": s.inference_workers}
+    targets: dict[str, str] = {}
+    for name in services:
+        for i in range(workers.get(name, 1)):
+            label = name if i == 0 else f"{name}-{i + 1}"
+            svc = ServiceProcess(
+                name,
+                port=ports[name] if i == 0 else 0,  # extra workers: the OS picks, nobody probes
+                env=env,
+                log_path=s.stack_dir / "logs" / f"{label}.log",
+            )
+            _start(started, echo, label, svc)
+            targets[label] = f"127.0.0.1:{svc.port}"
+    return targets
+
+
+def start_components(
+    s: StackSettings, *, started: list[Component], echo: Callable[[str], None]
+) -> dict[str, Any]:
+    """Start the stack in order (tansu, S3, Triton, services, Prometheus), attached.
+
+    Each component is appended to ``started`` as soon as it is up, so a caller can stop them
+    when a later one fails. Returns the facts of the stack for ``stack.json`` (endpoints,
+    methods, bucket, watch folder).
+    """
+    (s.stack_dir / "logs").mkdir(parents=True, exist_ok=True)
+    s.watch_dir.mkdir(parents=True, exist_ok=True)
+    kafka, s3 = _start_infra(s, started, echo)
+    model_dir, with_cdl = _model(s)
+    methods = ["cip", "cdl"] if with_cdl else ["cip"]
+    env = {
+        "PHAGOFLOW_KAFKA_BOOTSTRAP": kafka.bootstrap_servers,
+        "PHAGOFLOW_S3_ENDPOINT": s3.endpoint,
+        "PHAGOFLOW_S3_ACCESS_KEY": s3.access_key,
+        "PHAGOFLOW_S3_SECRET_KEY": s3.secret_key,
+        "PHAGOFLOW_BUCKET": s.bucket,
+        "PHAGOFLOW_WATCH_DIR": str(s.watch_dir.resolve()),
+        "PHAGOFLOW_METRICS_METHODS": json.dumps(methods),
+    }
+    services = ["ingest", "cip", "metrics"]
+    triton: TritonServer | None = None
+    if with_cdl:
+        triton = TritonServer(
+            s.model_repository,
+            port=s.triton_grpc_port,
+            http_port=s.triton_http_port,
+            metrics_port=s.triton_metrics_port,
+            model_env={"PHAGOFLOW_MODEL_ONNX": str((model_dir / "model.onnx").resolve())},
+            workdir=s.stack_dir / "triton",
+            log_path=s.stack_dir / "logs" / "triton.log",
+        )
+        _start(started, echo, "triton", triton)
+        env["PHAGOFLOW_TRITON_URL"] = triton.url
+        env["PHAGOFLOW_MODEL_DIR"] = str(model_dir.resolve())
+        services.insert(2, "inference")
+    else:
+        echo(f"  (no model folder at {model_dir}: Triton and inference not started, CIP only)")
+    targets = _start_services(s, env, services, started, echo)
+    endpoints: dict[str, str] = {"kafka": kafka.bootstrap_servers, "s3": s3.url}
+    metrics_port = next(c.proc.port for c in started if c.name == "metrics")
+    endpoints["metrics_api"] = f"http://127.0.0.1:{metrics_port}/api/v1/plates"
+    endpoints.update({f"{c.name}_http": c.proc.url for c in started if c.name in targets})
+    if triton is not None:
+        targets["triton"] = triton.metrics_target
+        endpoints["triton_grpc"] = triton.url
+        endpoints["triton_metrics"] = triton.metrics_url
+    if PrometheusServer.executable() is not None:
+        prom = PrometheusServer(
+            targets,
+            s.stack_dir / "prometheus",
+            port=s.prometheus_port,
+            log_path=s.stack_dir / "logs" / "prometheus.log",
+        )
+        endpoints["prometheus"] = _start(started, echo, "prometheus", prom).url
+    else:
+        echo("  (prometheus not installed: apt-get install -y prometheus; not started)")
+    return {
+        "bucket": s.bucket,
+        "watch_dir": str(s.watch_dir.resolve()),
+        "methods": methods,
+        "model_dir": str(model_dir.resolve()) if with_cdl else None,
+        "metrics_port": metrics_port,
+        "endpoints": endpoints,
+    }
+
+
+# --------------------------------------------------------------------------- up / down / status
 
 
 def _state_path(settings: StackSettings) -> Path:
     return settings.stack_dir / STATE_FILE
+
+
+def read_state(path: Path) -> dict[str, Any] | None:
+    """``stack.json`` as written by the supervisor, or None when absent or unreadable."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def write_state(path: Path, state: dict[str, Any]) -> None:
+    """Replace ``stack.json`` atomically (a reader never sees half a document)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(state, indent=2) + "\n")
+    tmp.replace(path)
 
 
 def _alive(pid: int | None) -> bool:
@@ -237,151 +484,55 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
+def _settings_env(s: StackSettings) -> dict[str, str]:
+    """``PHAGOFLOW_*`` variables that give the supervisor exactly these settings."""
+    out = {}
+    for key, value in s.model_dump(mode="json").items():
+        if value is not None:
+            out[f"PHAGOFLOW_{key.upper()}"] = str(value)
+    return out
+
+
 def stack_up(
     settings: StackSettings | None = None, *, echo: Callable[[str], None] = print
 ) -> dict[str, Any]:
-    """Start the local stack (detached); returns the state written to ``stack.json``.
+    """Start the local stack under a detached supervisor; returns the state in ``stack.json``.
+
+    The supervisor (``python -m phagoflow.stack.supervisor``) starts every component, records
+    them, and restarts any that dies with back-off, as Kubernetes' ``restartPolicy: Always``
+    would. The components die with the supervisor, so ``stack down`` stops it.
 
     Raises
     ------
     StackError
-        A stack is already up, or a component failed to start (everything started is stopped).
+        A stack is already up, or a component failed to start (the supervisor's log is quoted;
+        everything started is stopped).
     """
     s = settings if settings is not None else StackSettings()
     state_path = _state_path(s)
-    if state_path.exists():
-        previous = json.loads(state_path.read_text())
-        alive = [p["name"] for p in previous.get("processes", []) if _alive(p.get("pid"))]
-        if alive:
-            raise StackError(f"a local stack is already up ({', '.join(alive)}); run stack down")
-    logs = s.stack_dir / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    s.watch_dir.mkdir(parents=True, exist_ok=True)
-    started: list[_Started] = []
-
-    def start(name: str, proc: ManagedProcess) -> ManagedProcess:
-        t0 = time.monotonic()
-        proc.start()
-        started.append(_Started(name, proc))
-        echo(f"  {name:<11} up in {time.monotonic() - t0:4.1f} s  {proc.url}")
-        return proc
-
+    previous = read_state(state_path)
+    if previous is not None:
+        pids = [previous.get("supervisor", {}).get("pid")]
+        pids += [p.get("pid") for p in previous.get("processes", [])]
+        if any(_alive(pid) for pid in pids):
+            raise StackError("a local stack is already up; run stack down")
+        state_path.unlink()
+    (s.stack_dir / "logs").mkdir(parents=True, exist_ok=True)
+    echo("starting the local phagoflow stack (loopback only), supervised")
+    supervisor = SupervisorProcess(
+        state_path,
+        attached=False,
+        env=_settings_env(s),
+        log_path=s.stack_dir / "logs" / "supervisor.log",
+    )
     try:
-        from phagoflow import events as ev
-
-        echo("starting the local phagoflow stack (loopback only)")
-        kafka = start(
-            "kafka",
-            TansuBroker(port=s.kafka_port, attached=False, log_path=logs / "tansu.log"),
-        )
-        assert isinstance(kafka, TansuBroker)
-        ev.create_topics(kafka.bootstrap_servers)
-        s3 = start("s3", MotoS3Server(port=s.s3_port, attached=False, log_path=logs / "s3.log"))
-        assert isinstance(s3, MotoS3Server)
-        s3.ensure_buckets([s.bucket])
-
-        model_dir = s.model_dir
-        if model_dir is None:
-            from phagoflow.core.inference import default_model_dir
-
-            model_dir = default_model_dir()
-        with_cdl = (model_dir / "card.json").is_file() and (model_dir / "model.onnx").is_file()
-        env = {
-            "PHAGOFLOW_KAFKA_BOOTSTRAP": kafka.bootstrap_servers,
-            "PHAGOFLOW_S3_ENDPOINT": s3.endpoint,
-            "PHAGOFLOW_S3_ACCESS_KEY": s3.access_key,
-            "PHAGOFLOW_S3_SECRET_KEY": s3.secret_key,
-            "PHAGOFLOW_BUCKET": s.bucket,
-            "PHAGOFLOW_WATCH_DIR": str(s.watch_dir.resolve()),
-            "PHAGOFLOW_METRICS_METHODS": json.dumps(["cip", "cdl"] if with_cdl else ["cip"]),
-        }
-        services = ["ingest", "cip", "metrics"]
-        triton: TritonServer | None = None
-        if with_cdl:
-            triton = TritonServer(
-                s.model_repository,
-                port=s.triton_grpc_port,
-                http_port=s.triton_http_port,
-                metrics_port=s.triton_metrics_port,
-                model_env={"PHAGOFLOW_MODEL_ONNX": str((model_dir / "model.onnx").resolve())},
-                workdir=s.stack_dir / "triton",
-                attached=False,
-                log_path=logs / "triton.log",
-            )
-            start("triton", triton)
-            env["PHAGOFLOW_TRITON_URL"] = triton.url
-            env["PHAGOFLOW_MODEL_DIR"] = str(model_dir.resolve())
-            services.insert(2, "inference")
-        else:
-            echo(f"  (no model folder at {model_dir}: Triton and inference not started, CIP only)")
-        ports = {
-            "ingest": s.ingest_port,
-            "cip": s.cip_port,
-            "inference": s.inference_port,
-            "metrics": s.metrics_port,
-        }
-        workers = {"cip": s.cip_workers, "inference": s.inference_workers}
-        targets: dict[str, str] = {}
-        for name in services:
-            for i in range(workers.get(name, 1)):
-                label = name if i == 0 else f"{name}-{i + 1}"
-                # extra workers bind port 0: the OS picks, nobody probes
-                port = ports[name] if i == 0 else 0
-                svc = start(
-                    label,
-                    ServiceProcess(
-                        name,
-                        port=port,
-                        env=env,
-                        attached=False,
-                        log_path=logs / f"{label}.log",
-                    ),
-                )
-                targets[label] = f"127.0.0.1:{svc.port}"
-        if PrometheusServer.executable() is not None:
-            if triton is not None:
-                targets["triton"] = triton.metrics_target
-            start(
-                "prometheus",
-                PrometheusServer(
-                    targets,
-                    s.stack_dir / "prometheus",
-                    port=s.prometheus_port,
-                    attached=False,
-                    log_path=logs / "prometheus.log",
-                ),
-            )
-        else:
-            echo("  (prometheus not installed: apt-get install -y prometheus; not started)")
-    except BaseException:
-        for item in reversed(started):
-            item.proc.stop()
+        supervisor.start()
+    except StackError:
+        state_path.unlink(missing_ok=True)
         raise
-
-    by_name = {i.name: i.proc for i in started}
-    metrics_port = by_name["metrics"].port
-    endpoints: dict[str, str] = {
-        "kafka": kafka.bootstrap_servers,
-        "s3": s3.url,
-        "metrics_api": f"http://127.0.0.1:{metrics_port}/api/v1/plates",
-        **{f"{i.name}_http": i.proc.url for i in started if isinstance(i.proc, ServiceProcess)},
-    }
-    if triton is not None:
-        endpoints["triton_grpc"] = triton.url
-        endpoints["triton_metrics"] = triton.metrics_url
-    if "prometheus" in by_name:
-        endpoints["prometheus"] = by_name["prometheus"].url
-    state: dict[str, Any] = {
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "bucket": s.bucket,
-        "watch_dir": str(s.watch_dir.resolve()),
-        "methods": ["cip", "cdl"] if with_cdl else ["cip"],
-        "model_dir": str(model_dir.resolve()) if with_cdl else None,
-        "metrics_port": metrics_port,
-        "endpoints": endpoints,
-        "processes": [{**i.proc.describe(), "name": i.name} for i in started],
-    }
-    state_path.write_text(json.dumps(state, indent=2) + "\n")
+    state = read_state(state_path) or {}
+    for proc in state.get("processes", []):
+        echo(f"  {proc['name']:<11} up in {proc['startup_s']:4.1f} s  {proc['url']}")
     echo("endpoints:")
     width = max(map(len, state["endpoints"]), default=0)
     for key, value in state["endpoints"].items():
@@ -390,61 +541,105 @@ def stack_up(
     return state
 
 
+def _terminate_group(name: str, pid: int, timeout_s: float, echo: Callable[[str], None]) -> bool:
+    """SIGTERM the process group ``pid``, SIGKILL after ``timeout_s``; False if not ours."""
+    if _MARKERS.get(name.split("-")[0], "phagoflow serve") not in _cmdline(pid):
+        echo(f"  {name}: pid {pid} is another program now; left alone")
+        return False
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        return False
+    deadline = time.monotonic() + timeout_s
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _alive(pid):
+        os.killpg(pid, signal.SIGKILL)
+        echo(f"  {name}: killed after {timeout_s:g} s")
+    else:
+        echo(f"  {name}: stopped")
+    return True
+
+
 def stack_down(
     settings: StackSettings | None = None,
     *,
     timeout_s: float = 30.0,
     echo: Callable[[str], None] = print,
 ) -> list[str]:
-    """Stop every process recorded by :func:`stack_up` (services first); returns their names."""
+    """Stop the stack recorded by :func:`stack_up`; returns the names of what was stopped.
+
+    SIGTERM to the supervisor, which stops every component (services first, SIGKILL after
+    10 s each) and exits; anything still alive afterwards (a supervisor killed without its
+    children) is stopped directly, SIGKILL after ``timeout_s``.
+    """
     s = settings if settings is not None else StackSettings()
     state_path = _state_path(s)
-    if not state_path.exists():
+    state = read_state(state_path)
+    if state is None:
         echo("no local stack recorded")
         return []
-    state = json.loads(state_path.read_text())
-    stopped = []
-    for proc in reversed(state.get("processes", [])):
+    processes = list(state.get("processes", []))
+    alive = [p["name"] for p in processes if _alive(p.get("pid"))]
+    sup = state.get("supervisor", {}).get("pid")
+    if _alive(sup):
+        # each component gets up to 10 s to stop, one after the other
+        _terminate_group("supervisor", int(sup), timeout_s + 10.0 * len(processes), echo)
+    for proc in reversed(processes):
         pid = proc.get("pid")
-        if not _alive(pid):
-            continue
-        if _MARKERS.get(proc["name"], "phagoflow serve") not in _cmdline(pid):
-            echo(f"  {proc['name']}: pid {pid} is another program now; left alone")
-            continue
-        try:
-            os.killpg(pid, signal.SIGTERM)
-        except (ProcessLookupError, PermissionError):
-            continue
-        deadline = time.monotonic() + timeout_s
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
         if _alive(pid):
-            os.killpg(pid, signal.SIGKILL)
-            echo(f"  {proc['name']}: killed after {timeout_s:g} s")
-        else:
-            echo(f"  {proc['name']}: stopped")
-        stopped.append(proc["name"])
-    state_path.unlink()
-    return stopped
+            _terminate_group(proc["name"], int(pid), timeout_s, echo)
+    state_path.unlink(missing_ok=True)
+    return alive
 
 
 def stack_status(settings: StackSettings | None = None) -> dict[str, Any]:
-    """Each recorded process: pid, alive, ready, url, log."""
+    """The supervisor and each recorded process: pid, alive, ready, restarts, url, log.
+
+    Returns
+    -------
+    dict
+        ``up`` (the supervisor or any process alive), ``supervisor`` (pid, running, log),
+        ``endpoints``, ``processes`` (each with ``running``, ``ready``, ``restarts``,
+        ``last_exit``, ``rss_mib``) and ``alerts`` (restarts that lost data, newest last).
+    """
     s = settings if settings is not None else StackSettings()
-    state_path = _state_path(s)
-    if not state_path.exists():
+    state = read_state(_state_path(s))
+    if state is None:
         return {"up": False, "processes": []}
-    state = json.loads(state_path.read_text())
     out = []
     for proc in state.get("processes", []):
         alive = _alive(proc.get("pid"))
         rss = _rss_mib(int(proc["pid"])) if alive else None
         out.append({**proc, "running": alive, "ready": alive and _probe(proc), "rss_mib": rss})
+    sup = dict(state.get("supervisor", {}))
+    sup["running"] = _alive(sup.get("pid"))
     return {
-        "up": any(p["running"] for p in out),
+        "up": sup["running"] or any(p["running"] for p in out),
+        "phase": state.get("phase"),
+        "supervisor": sup,
         "endpoints": state.get("endpoints", {}),
         "processes": out,
+        "alerts": state.get("alerts", []),
     }
+
+
+def status_lines(status: dict[str, Any]) -> list[str]:
+    """``phagoflow stack status`` as text: one line per process, restarts included."""
+    if not status["processes"]:
+        return ["no local stack recorded (phagoflow stack up)"]
+    lines = [f"{'name':<12}{'state':<9}{'pid':<9}{'restarts':>8}{'rss':>12}  url"]
+    for p in status["processes"]:
+        state = "ready" if p["ready"] else "running" if p["running"] else "down"
+        rss = f"{p['rss_mib']:7.1f} MiB" if p.get("rss_mib") is not None else ""
+        lines.append(
+            f"{p['name']:<12}{state:<9}{p['pid'] or '-'!s:<9}{p.get('restarts', 0):>8}"
+            f"{rss:>12}  {p['url']}"
+        )
+    sup = status.get("supervisor") or {}
+    lines.append(f"supervisor pid {sup.get('pid')} {'running' if sup.get('running') else 'down'}")
+    lines += [f"ALERT {a['at']} {a['component']}: {a['message']}" for a in status.get("alerts", [])]
+    return lines
 
 
 def _rss_mib(pid: int) -> float | None:

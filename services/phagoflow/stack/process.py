@@ -207,6 +207,12 @@ class ManagedProcess(ABC):
         return self._proc is not None and self._proc.poll() is None
 
     @property
+    def returncode(self) -> int | None:
+        """Exit status once the process exited by itself (or was killed from outside), else
+        None (running, never started, or stopped through :meth:`stop` / :meth:`kill`)."""
+        return None if self._proc is None else self._proc.poll()
+
+    @property
     def log_path(self) -> Path:
         """The log file (created at the first start)."""
         if self._log_path is None:
@@ -273,6 +279,22 @@ class ManagedProcess(ABC):
             self._auto_port = False  # a restart reuses the port clients know
             return self
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def spawn(self) -> None:
+        """Start the process again on its known port without waiting (a supervisor restart).
+
+        Readiness is not awaited: a supervisor keeps watching and probing instead of blocking.
+
+        Raises
+        ------
+        StackError
+            The port is not known yet (:meth:`start` first) or the process is running.
+        """
+        if self.running:
+            raise StackError(f"{self.name} is running already")
+        if self._auto_port:
+            raise StackError(f"{self.name}: spawn() restarts a started server; start() first")
+        self._spawn()
 
     def _spawn(self) -> None:
         cmd = self.command()
