@@ -35,12 +35,9 @@ openreadout: Any = pytest.importorskip("openreadout", reason="openreadout is a d
 WITH_PIXELS = tuple(e for e in EXPORTS if e.has_pixels)
 INDEX_ONLY = tuple(e for e in EXPORTS if not e.has_pixels)
 _CHANNEL_TAGS = (
-    "ChannelName",
-    "ImageResolutionX",
-    "ImageSizeX",
-    "ImageSizeY",
-    "MainExcitationWavelength",
-    "MainEmissionWavelength",
+    {"ChannelName", "ImageSizeX", "ImageSizeY"}
+    | {f"{w}Wavelength" for w in ("MainExcitation", "MainEmission")}
+    | {"ImageResolutionX"}
 )
 
 
