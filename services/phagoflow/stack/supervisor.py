@@ -90,12 +90,18 @@ class Supervisor:
             self.phase = "failed"
             self.shutdown()
             raise
-        now = time.monotonic()
         for c in self.components:
-            self.restarts[c.name] = _Restarts(self.settings.restart_backoff_s, up_since=now)
+            self.track(c)
         self.phase = "up"
         self.write()
         logger.info("stack up: %d components supervised", len(self.components))
+
+    def track(self, component: Component) -> None:
+        """Supervise a started component (appended to :attr:`components` if not there yet)."""
+        if component not in self.components:
+            self.components.append(component)
+        backoff = self.settings.restart_backoff_s
+        self.restarts[component.name] = _Restarts(backoff, up_since=time.monotonic())
 
     def request_stop(self) -> None:
         """Ask :meth:`run` to return (signal-safe: only sets a flag)."""
