@@ -323,4 +323,5 @@ def test_notes_render(helm: Path) -> None:
     )
     assert r.returncode == 0, r.stderr
     assert "helm test pf -n screening" in r.stdout
-    assert "rollout restart deployment/pf-phagoflow-inference" in r.stdout
+    assert "inference follows a promotion without a restart" in r.stdout
+    assert "rollout restart deployment/pf-phagoflow-inference" not in r.stdout

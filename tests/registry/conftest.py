@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -11,7 +11,7 @@ from phagoflow.services.objectstore import ObjectStore
 from phagoflow.stack import MotoS3Server
 
 
-def _tiny_model(path: Path, seed: int, favour: int | None) -> Path:
+def _tiny_model(path: Path, seed: int, favour: int | None, trained: tuple[str, ...]) -> Path:
     import torch
 
     from phagoflow.core.model_dir import save_model_dir
@@ -27,20 +27,26 @@ def _tiny_model(path: Path, seed: int, favour: int | None) -> Path:
         with torch.no_grad():
             bias.zero_()
             bias[favour] = 3.0
-    save_model_dir(path, model, config, NormalisationConfig(), name=f"tiny-{seed}")
+    # the card's split names the fields it "trained" on (the gate must never score on them)
+    extra = {"split": {"train": list(trained), "val": []}} if trained else None
+    save_model_dir(path, model, config, NormalisationConfig(), extra, name=f"tiny-{seed}")
     return path
 
 
 @pytest.fixture(scope="session")
 def make_model(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
-    """``make_model(seed, favour=None)`` → a tiny U-Net model folder (cached per arguments)."""
-    cache: dict[tuple[int, int | None], Path] = {}
+    """``make_model(seed, favour=None, trained=())`` → a tiny U-Net folder (cached per arguments).
 
-    def make(seed: int, favour: int | None = None) -> Path:
-        if (seed, favour) not in cache:
+    ``trained`` lists ``PLATE/rRRcCCfFFpPP`` its card says it trained on.
+    """
+    cache: dict[tuple[int, int | None, tuple[str, ...]], Path] = {}
+
+    def make(seed: int, favour: int | None = None, trained: Sequence[str] = ()) -> Path:
+        key = (seed, favour, tuple(trained))
+        if key not in cache:
             path = tmp_path_factory.mktemp("models") / f"m{seed}-{favour}"
-            cache[(seed, favour)] = _tiny_model(path, seed, favour)
-        return cache[(seed, favour)]
+            cache[key] = _tiny_model(path, seed, favour, key[2])
+        return cache[key]
 
     return make
 

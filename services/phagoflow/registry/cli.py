@@ -69,7 +69,15 @@ def add_model_commands(sub: Any) -> None:
         a.add_argument(
             "--triton-http",
             default=os.environ.get("PHAGOFLOW_TRITON_HTTP") or None,
-            help="Triton HTTP URL: ask it to (re)load the model (explicit model control mode)",
+            help=(
+                "Triton HTTP URL: the gate compares against the version it reports serving, "
+                "then asks it to (re)load the model (explicit model control mode)"
+            ),
+        )
+        a.add_argument(
+            "--cip-version",
+            default=None,
+            help="CIP version of the reference masks (default: the current CIP's, or the only one)",
         )
 
     a = actions.add_parser("push", help="store a model folder as the next version")
@@ -127,6 +135,53 @@ def notify_triton(http_url: str, model: str, *, timeout_s: float = 30.0) -> None
         raise RegistryError(f"Triton load of {model} at {url} failed: {exc}") from exc
 
 
+def triton_serving_version(http_url: str, model: str, *, timeout_s: float = 10.0) -> int | None:
+    """The newest version of ``model`` Triton reports ready (``GET /v2/models/<model>``).
+
+    Returns None when Triton serves no version of it (HTTP 400/404: not loaded).
+
+    Raises
+    ------
+    RegistryError
+        Triton did not answer, or answered something that is not model metadata.
+    """
+    from phagoflow.registry.store import RegistryError
+
+    url = f"{http_url.rstrip('/')}/v2/models/{model}"
+    if "://" not in url:
+        url = "http://" + url
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+            doc = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        if exc.code in (400, 404):
+            return None
+        raise RegistryError(f"Triton at {url} answered HTTP {exc.code}") from exc
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise RegistryError(f"Triton at {url} did not answer: {exc}") from exc
+    versions = [int(v) for v in doc.get("versions", []) if str(v).isdigit()]
+    return max(versions) if versions else None
+
+
+def serving_version(registry: ModelRegistry, triton_http: str | None) -> tuple[int | None, str]:
+    """``(version, "triton" | "registry")``: what Triton serves if asked, else registry.json's.
+
+    A disagreement (a promotion Triton never loaded) is logged; Triton's answer wins, since
+    that is the model producing results.
+    """
+    recorded = registry.serving()
+    if not triton_http:
+        return recorded, "registry"
+    live = triton_serving_version(triton_http, registry.model)
+    if live != recorded:
+        logger.warning(
+            "registry.json says version %s serves, Triton serves %s: comparing with Triton's",
+            recorded,
+            live,
+        )
+    return live, "triton"
+
+
 def promote_with_gate(
     registry: ModelRegistry,
     version: int,
@@ -136,24 +191,29 @@ def promote_with_gate(
     tolerance: float | None = None,
     base_config: str | None = None,
     max_fields: int | None = None,
+    triton_http: str | None = None,
+    cip_version: str | None = None,
 ) -> tuple[bool, str]:
     """Promote ``version`` if the gate allows it; returns ``(promoted, reason)``.
 
     Without a serving version and without held-out plates the first version is promoted as is.
+    The gate scores on fields neither version trained or validated on, against the version
+    actually serving (Triton's, with ``triton_http``).
 
     Raises
     ------
     RegistryError
-        A version serves, no ``--plates`` were given and ``force`` is off; or no held-out field.
+        A version serves, no ``--plates`` were given and ``force`` is off; no held-out field;
+        or every curated field was used to train or validate a compared version.
     """
-    from phagoflow.registry.gate import gate_versions, load_heldout
+    from phagoflow.registry.gate import gate_versions, load_heldout, trained_on
     from phagoflow.registry.store import RegistryError
 
-    serving = registry.serving()
     if force:
         reason = "forced (gate skipped)"
         registry.promote(version, base_config=base_config, reason=reason)
         return True, reason
+    serving, serving_from = serving_version(registry, triton_http)
     if serving == version:
         return True, f"version {version} already serving"
     if not plates:
@@ -164,10 +224,17 @@ def promote_with_gate(
         raise RegistryError(
             f"version {serving} serves: name held-out plates (--plates) for the gate, or --force"
         )
-    fields = load_heldout(registry.store, plates, max_fields=max_fields)
-    if not fields:
-        raise RegistryError(f"no held-out field with a curated or CIP mask in plates {plates}")
-    decision = gate_versions(registry, version, fields, tolerance=tolerance)
+    exclude = trained_on(registry.card(version))
+    if serving is not None:
+        exclude |= trained_on(registry.card(serving))
+    held = load_heldout(
+        registry.store, plates, exclude=exclude, cip_version=cip_version, max_fields=max_fields
+    )
+    if not held.fields:
+        raise RegistryError(held.empty_reason(plates))
+    decision = gate_versions(
+        registry, version, held, serving=serving, serving_from=serving_from, tolerance=tolerance
+    )
     if decision.promote:
         registry.promote(
             version, base_config=base_config, reason=decision.reason, gate=decision.to_dict()
@@ -187,6 +254,8 @@ def _promote(args: argparse.Namespace, registry: ModelRegistry, version: int) ->
         tolerance=args.tolerance,
         base_config=base,
         max_fields=args.max_fields,
+        triton_http=args.triton_http,
+        cip_version=args.cip_version,
     )
     print(f"version {version}: {reason}")
     if promoted and args.triton_http:

@@ -15,7 +15,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from phagoflow.core.model_dir import CARD_FILE, ONNX_FILE, TORCH_FILE, read_model_card
+from phagoflow.core.model_dir import (
+    CARD_FILE,
+    ONNX_FILE,
+    TORCH_FILE,
+    ModelCard,
+    read_model_card,
+)
 from phagoflow.registry import DEFAULT_MODEL, DEFAULT_PREFIX
 from phagoflow.registry.triton import pin_version, read_config
 from phagoflow.services.objectstore import ObjectMissing, ObjectStore, sha256_hex
@@ -189,6 +195,12 @@ class ModelRegistry:
         )
         self._write_state(state.model_copy(update={"versions": [*state.versions, info]}))
         return info
+
+    def card(self, version: int) -> ModelCard:
+        """The stored card of ``version`` (its checksum verified), without the weights."""
+        info = self.state().get(version)
+        data = self.store.get_bytes(self.key(version, CARD_FILE), sha256=info.sha256[CARD_FILE])
+        return ModelCard.model_validate_json(data)
 
     def fetch(self, version: int, dest: Path) -> Path:
         """Download version ``version`` into ``dest`` (a model folder), checksums verified."""

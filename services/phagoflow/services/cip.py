@@ -17,7 +17,7 @@ import io
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -168,14 +168,16 @@ def segment_and_publish(
     segmenter: Segmenter,
     method: str,
     model_name: str,
-    model_version: str,
+    model_version: str | Callable[[], str],
     producer: Any,
     producer_name: str,
 ) -> ev.MaskReady:
     """Core segmentation of one field, results to the store, ``MaskReady`` produced (acked).
 
     The segmenter is the core's (:class:`~phagoflow.core.segmenters.Segmenter`), so the masks and
-    counts are those of ``phagoflow run``.
+    counts are those of ``phagoflow run``. ``model_version`` is the version results are keyed
+    and labelled with, or a function called *after* segmentation that gives it (CDL: the Triton
+    version that produced this mask, which a promotion can change between fields).
     """
     stages: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -184,6 +186,8 @@ def segment_and_publish(
     t1 = time.perf_counter()
     stages["download"] = t1 - t0
     mask = segmenter.segment(image, pixel_size_um)
+    if callable(model_version):
+        model_version = model_version()
     t2 = time.perf_counter()
     stages["segment"] = t2 - t1
     objects = measure_objects(image, mask, pixel_size_um)

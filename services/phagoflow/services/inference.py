@@ -8,7 +8,13 @@ Triton through :class:`TritonTileBackend` — the core's tile-backend seam — b
 taking the argmax. Objects are measured and counted with the core, as in ``phagoflow run``.
 
 - **Model readiness**: setup waits (``PHAGOFLOW_TRITON_READY_TIMEOUT_S``) until Triton reports
-  the model ready; the version reported by Triton is the ``model_version`` of every result.
+  the model ready and pins the newest ready version (or ``PHAGOFLOW_TRITON_MODEL_VERSION``).
+- **Promotion without downtime**: when a request for the pinned version fails and Triton serves
+  another version instead (a promotion rewrote ``version_policy`` and Triton unloaded the old
+  one: ``UNAVAILABLE ... is not at ready state``), the backend re-resolves and pins the version
+  now serving (unless a version was configured explicitly), and the field is predicted again
+  from its first tile, so that one mask never mixes two models. Each ``MaskReady``, mask key and
+  objects key carries the version that produced that mask. No restart is needed.
 - **Bounded in flight**: one request per worker at a time, ``PHAGOFLOW_INFERENCE_BATCH_SIZE``
   tiles each.
 - **Timeouts and retries**: each request has a client timeout and is retried with exponential
@@ -49,6 +55,14 @@ logger = logging.getLogger(__name__)
 
 class TritonUnavailable(TransientError):
     """Triton did not answer (or the model is not ready) after the bounded retries: transient."""
+
+
+class ModelVersionChanged(TransientError):
+    """The pinned version is no longer served and the backend switched to the serving one.
+
+    Raised from the tile call that noticed it; the field must be predicted again from its first
+    tile (:meth:`TritonSegmenter.segment` does), so that no mask mixes two versions.
+    """
 
 
 class InferenceSettings(ServiceSettings):
@@ -103,6 +117,9 @@ class TritonTileBackend:
         Model name; input ``"input"``, output ``"logits"``.
     version : str
         Model version, or empty for the newest ready one.
+    follow : bool
+        Switch to the version Triton serves when the pinned one stops being served (a
+        promotion); False keeps the pinned version (an explicitly configured one).
     timeout_s : float
         Client timeout per request.
     retries : int
@@ -117,6 +134,7 @@ class TritonTileBackend:
         model: str,
         *,
         version: str = "",
+        follow: bool = True,
         timeout_s: float = 30.0,
         retries: int = 4,
         should_stop: Callable[[], bool] | None = None,
@@ -128,25 +146,50 @@ class TritonTileBackend:
         self.url = url
         self.model = model
         self.version = version
+        self.follow = follow
         self.timeout_s = timeout_s
         self.retries = retries
         self._should_stop = should_stop or (lambda: False)
         self.requests = 0
+        #: Times the backend switched to another served version (promotions followed).
+        self.switches = 0
 
-    def ready_version(self) -> str | None:
-        """The version Triton serves (the requested one, or the newest ready), else None."""
+    def ready_version(self, version: str | None = None) -> str | None:
+        """The version Triton serves: ``version`` (default the pinned one) if ready, or with
+        an empty version the newest ready one; None when none is ready or Triton is away."""
         from tritonclient.utils import InferenceServerException
 
+        wanted = self.version if version is None else version
         try:
-            if not self.client.is_model_ready(self.model, self.version):
+            if not self.client.is_model_ready(self.model, wanted):
                 return None
-            if self.version:
-                return self.version
+            if wanted:
+                return wanted
             versions = list(self.client.get_model_metadata(self.model).versions)
+            ready = [v for v in versions if self.client.is_model_ready(self.model, v)]
         except InferenceServerException:
             return None
-        ready = [v for v in versions if self.client.is_model_ready(self.model, v)]
-        return max(ready, key=lambda v: (len(v), v)) if ready else None
+        return (
+            max(ready, key=lambda v: (len(v), int(v) if v.isdigit() else 0, v)) if ready else None
+        )
+
+    def _follow_serving(self) -> None:
+        """After a failed request: if the pinned version is gone and another one serves,
+        pin that one and raise :class:`ModelVersionChanged`; otherwise return (transient)."""
+        if not self.follow or not self.version or self.ready_version() is not None:
+            return
+        serving = self.ready_version("")
+        if serving is None or serving == self.version:
+            return
+        old, self.version = self.version, serving
+        self.switches += 1
+        logger.warning(
+            "Triton model %s: version %s is no longer served; following version %s",
+            self.model,
+            old,
+            serving,
+        )
+        raise ModelVersionChanged(f"model {self.model!r} version {old} replaced by {serving}")
 
     def wait_ready(self, timeout_s: float) -> str:
         """Block until the model is ready; returns its version.
@@ -190,6 +233,7 @@ class TritonTileBackend:
                 self.requests += 1
                 return np.asarray(logits, dtype=np.float32)
             except InferenceServerException as exc:
+                self._follow_serving()  # a promotion: re-resolve instead of retrying forever
                 if attempt == self.retries or self._should_stop():
                     raise TritonUnavailable(
                         f"Triton {self.url} model {self.model!r}: {exc} (after {attempt} attempts)"
@@ -207,20 +251,66 @@ class TritonTileBackend:
 
 
 class TritonSegmenter:
-    """A core :class:`~phagoflow.core.segmenters.Segmenter` whose U-Net runs on Triton."""
+    """A core :class:`~phagoflow.core.segmenters.Segmenter` whose U-Net runs on Triton.
+
+    :attr:`last_version` is the Triton model version that produced the last mask (every tile
+    of it): the version a result must be recorded under.
+
+    Parameters
+    ----------
+    backend : TritonTileBackend
+        Triton client; its ``version`` is the pinned version.
+    card : ModelCard
+        Card of the model serving at start (its normalisation is applied to the input).
+    batch_size : int
+        Tiles per request.
+    card_source : callable, optional
+        ``version -> ModelCard or None``: the card of another served version (the registry's),
+        read when the backend follows a promotion, so that the new version's normalisation is
+        applied; None (or a None answer) keeps the current card.
+    """
 
     method = "cdl"
+    #: Whole-field predictions tried when the served version changes during one field.
+    attempts = 3
 
-    def __init__(self, backend: TritonTileBackend, card: ModelCard, *, batch_size: int) -> None:
+    def __init__(
+        self,
+        backend: TritonTileBackend,
+        card: ModelCard,
+        *,
+        batch_size: int,
+        card_source: Callable[[str], ModelCard | None] | None = None,
+    ) -> None:
         self.backend = backend
+        self.batch_size = batch_size
+        self.card_source = card_source
+        self._use_card(card)
+        self._card_version = backend.version
+        self.last_version = backend.version
+
+    def _use_card(self, card: ModelCard) -> None:
         self.card = card
         self.predictor = Predictor(
-            backend,
+            self.backend,
             normalisation=card.normalisation,
             in_channels=card.architecture.in_channels,
-            batch_size=batch_size,
+            batch_size=self.batch_size,
             card=card,
         )
+
+    def _sync_card(self) -> None:
+        """After a switch of version: the new version's card, when the registry has one."""
+        version = self.backend.version
+        if version == self._card_version or self.card_source is None:
+            return
+        card = self.card_source(version)  # StoreUnavailable: transient, the record is retried
+        self._card_version = version
+        if card is None:
+            logger.warning("no card for model version %s: keeping %s", version, self.card.version)
+        elif card != self.card:
+            logger.info("model version %s: card %s (%s)", version, card.version, card.name)
+            self._use_card(card)
 
     @property
     def provenance(self) -> dict[str, Any]:
@@ -237,7 +327,28 @@ class TritonSegmenter:
         return f"{self.backend.model}:{self.backend.version}"
 
     def segment(self, image: NDArray[Any], pixel_size_um: float) -> NDArray[Any]:
-        return self.predictor.predict(image)
+        """``(2, H, W)`` field → ``(H, W)`` uint8 mask, every tile from one model version.
+
+        Raises
+        ------
+        ModelVersionChanged
+            The served version changed during each of :attr:`attempts` predictions (transient:
+            the record is retried later).
+        TritonUnavailable
+            Triton did not answer after the backend's retries.
+        """
+        for attempt in range(1, self.attempts + 1):
+            self._sync_card()
+            version = self.backend.version
+            try:
+                mask = self.predictor.predict(image)
+            except ModelVersionChanged:
+                if attempt == self.attempts:
+                    raise
+                continue  # the backend pinned the new version: predict the field again
+            self.last_version = version
+            return mask
+        raise AssertionError("unreachable")  # pragma: no cover
 
 
 class InferenceService(ConsumerService):
@@ -263,6 +374,12 @@ class InferenceService(ConsumerService):
             "Records postponed because Triton did not answer",
             registry=self.registry,
         )
+        self.m_switches = Counter(
+            "phagoflow_model_version_switches_total",
+            "Times inference followed Triton to a newly served model version (promotions)",
+            registry=self.registry,
+        )
+        self._switches_seen = 0
 
     def setup(self) -> None:
         s = self.settings
@@ -270,14 +387,18 @@ class InferenceService(ConsumerService):
             s.triton_url,
             s.triton_model,
             version=s.triton_model_version,
+            follow=not s.triton_model_version,  # an explicitly configured version stays pinned
             timeout_s=s.triton_timeout_s,
             retries=s.triton_retries,
             should_stop=lambda: self.stopping,
         )
+        self._switches_seen = 0
         version = self.backend.wait_ready(s.triton_ready_timeout_s)
         self.backend.version = version
         self.model_version = version
-        self.segmenter = TritonSegmenter(self.backend, self.card, batch_size=s.inference_batch_size)
+        self.segmenter = TritonSegmenter(
+            self.backend, self.card, batch_size=s.inference_batch_size, card_source=self.card_of
+        )
         logger.info("Triton model %s version %s ready at %s", s.triton_model, version, s.triton_url)
         super().setup()
 
@@ -307,7 +428,7 @@ class InferenceService(ConsumerService):
                     segmenter=self.segmenter,
                     method="cdl",
                     model_name=self.settings.triton_model,
-                    model_version=self.model_version,
+                    model_version=self.segmenter_version,
                     producer=self.producer,
                     producer_name=self.name,
                 )
@@ -315,6 +436,8 @@ class InferenceService(ConsumerService):
                 self.m_triton_errors.inc()
                 self.set_not_ready("Triton unavailable")
                 raise
+            finally:
+                self._count_switches()
             self.set_ready()
             for stage, seconds in ready.stage_seconds.items():
                 self.m_stage.labels(stage, "cdl").observe(seconds)
@@ -324,5 +447,36 @@ class InferenceService(ConsumerService):
                 name,
                 ready.counts["phagophore"].objects,
                 ready.counts["autolysosome"].objects,
-                self.model_version,
+                ready.model_version,
             )
+
+    def card_of(self, version: str) -> ModelCard | None:
+        """Card of Triton ``version`` from the model registry in the bucket, else None.
+
+        The registry stores ``models/<triton model>/<version>/card.json`` (checksummed); a
+        local stack without a registry answers None and the start card is kept.
+        """
+        from phagoflow.registry.store import ModelRegistry, RegistryError
+        from phagoflow.services.objectstore import ObjectMissing
+
+        if not version.isdigit():
+            return None
+        try:
+            return ModelRegistry(self.store, model=self.settings.triton_model).card(int(version))
+        except (RegistryError, ObjectMissing, ValueError) as exc:
+            logger.warning(
+                "no registry card for %s v%s: %s", self.settings.triton_model, version, exc
+            )
+            return None
+
+    def segmenter_version(self) -> str:
+        """The Triton version that produced the segmenter's last mask."""
+        assert self.segmenter is not None
+        self.model_version = self.segmenter.last_version
+        return self.model_version
+
+    def _count_switches(self) -> None:
+        assert self.backend is not None
+        if self.backend.switches > self._switches_seen:
+            self.m_switches.inc(self.backend.switches - self._switches_seen)
+            self._switches_seen = self.backend.switches
