@@ -15,9 +15,12 @@ from scipy import ndimage as ndi
 
 from phagoflow.core.simulate import (
     PRESETS,
+    NuclearStainParameters,
+    ScreenDesign,
     SimulatedField,
     SimulationParameters,
     plate_layout,
+    screen_plate_map,
     simulate_field,
     simulate_plate,
     well_level,
@@ -474,3 +477,89 @@ def test_simulate_plate_rejects_bad_arguments(
 ) -> None:
     with pytest.raises(ValueError, match=match):
         simulate_plate(tmp_path, **kwargs)  # type: ignore[arg-type]
+
+
+# --- nuclear channel and simulated screens (issue 13) ----------------------------------------
+
+
+def test_nuclear_channel_leaves_the_rosella_channels_and_truth_unchanged() -> None:
+    p = SimulationParameters(size_yx=SMALL, colony_coverage=(0.9, 0.9))
+    plain = simulate_field(p, rng=4, well_level=1.2)
+    with_nuclei = simulate_field(p, rng=4, well_level=1.2, nuclear=NuclearStainParameters())
+    assert plain.nuclear_image is None
+    np.testing.assert_array_equal(plain.image, with_nuclei.image)
+    np.testing.assert_array_equal(plain.truth, with_nuclei.truth)
+    img = with_nuclei.nuclear_image
+    assert img is not None and img.dtype == np.uint16 and img.shape == SMALL
+    assert with_nuclei.nuclei is not None and with_nuclei.cells is not None
+    inside = with_nuclei.nuclei
+    cyto = (with_nuclei.cells > 0) & ~inside
+    # Hoechst: bright nuclei (~900 counts above the offset), dark cytoplasm (4 %)
+    assert np.median(img[inside]) > 600 + p.offset
+    assert np.median(img[cyto]) < 0.2 * np.median(img[inside])
+    assert with_nuclei.n_nuclei == np.unique(with_nuclei.cells[inside]).size > 0
+
+
+def test_phagophore_factor_plants_phagophores_only() -> None:
+    p = SimulationParameters(colony_coverage=(0.9, 0.9))
+    base = simulate_field(p, rng=8)
+    planted = simulate_field(p, rng=8, phagophore_factor=3.0)
+    assert 2.4 < planted.phagophores / base.phagophores < 3.6
+    assert 0.75 < planted.autolysosomes / base.autolysosomes < 1.33
+    with pytest.raises(ValueError, match="phagophore_factor must be a finite number >= 0"):
+        simulate_field(p, rng=8, phagophore_factor=-1.0)
+
+
+def test_screen_plate_map_places_controls_doses_and_planted_hits() -> None:
+    layout = plate_layout(24)  # B02..B11, C02..C11, D02..D05
+    design = ScreenDesign(
+        n_negative=3, n_positive=3, n_planted=2, effect=4.0,
+        dose_concentrations_um=(10.0, 0.1, 1.0), dose_ec50_um=1.0, dose_hill=1.0,
+    )  # fmt: skip
+    entries, factors = screen_plate_map(layout, design, seed=3)
+    assert len(entries) == 24
+    by_well = {e.well: e for e in entries}
+    # column by column: negatives in the leftmost wells, positives in the rightmost
+    assert [w for w, e in by_well.items() if e.role == "negative"] == ["B02", "C02", "D02"]
+    assert sorted(w for w, e in by_well.items() if e.role == "positive") == ["B11", "C10", "C11"]
+    doses = sorted((e.concentration, e.well) for e in entries if e.compound == "DOSE-1")
+    assert [c for c, _ in doses] == [0.1, 1.0, 10.0]
+    assert [w for _, w in doses] == ["B03", "C03", "D03"]  # ascending with the layout
+    rc = {e.well: (e.row, e.col) for e in entries}
+    assert factors[rc["C03"]] == pytest.approx(1 + 3 / 2)  # at the EC50: half the effect
+    planted = [w for w, e in by_well.items() if e.role == "sample" and factors.get(rc[w]) == 4.0]
+    assert len(planted) == 2
+    assert screen_plate_map(layout, design, seed=3) == (entries, factors)  # deterministic
+    with pytest.raises(ValueError, match="needs 25 wells, the plate has 24"):
+        screen_plate_map(layout, design.model_copy(update={"n_planted": 16}))
+    with pytest.raises(ValidationError):
+        ScreenDesign(dose_concentrations_um=(0.0,))
+
+
+@needs_opera
+def test_simulate_plate_writes_a_plate_map_with_a_planted_effect(tmp_path: Path) -> None:
+    from phagoflow.core.platemap import Role, read_plate_map
+
+    p = SimulationParameters(size_yx=(192, 256), colony_coverage=(0.9, 0.9), well_level_sigma=0.0)
+    design = ScreenDesign(n_negative=2, n_positive=2, n_planted=1, effect=4.0)
+    sim = simulate_plate(tmp_path, wells=6, fields=2, seed=1, params=p, screen=design)
+    assert sim.plate_map == tmp_path / "plate_map.csv"
+    pm = read_plate_map(sim.plate_map)
+    assert pm.counts()[Role.NEGATIVE] == 2 and pm.counts()[Role.POSITIVE] == 2
+    wells = {(int(r["row"]), int(r["col"])): r for r in _read_counts(sim.truth_dir / "wells.csv")}
+    assert {w["role"] for w in wells.values()} == {"negative", "positive", "sample"}
+    assert sum(w["planted"] == "True" for w in wells.values()) == 1
+    per_well: dict[tuple[int, int], int] = {}
+    for row in _read_counts(sim.counts_csv):
+        key = (int(row["row"]), int(row["col"]))
+        per_well[key] = per_well.get(key, 0) + int(row["phagophores"])
+    assert "nuclei" not in _read_counts(sim.counts_csv)[0]  # no nuclear channel asked for
+    neg = [per_well[k] for k in pm.wells(Role.NEGATIVE)]
+    pos = [per_well[k] for k in pm.wells(Role.POSITIVE)]
+    assert min(pos) > 2 * max(neg)
+
+
+def test_nuclear_channel_needs_a_harmony_export(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="only be simulated into Harmony exports"):
+        simulate_plate(tmp_path, wells=1, fields=1, export_format="flex",
+                       nuclear=NuclearStainParameters())  # fmt: skip

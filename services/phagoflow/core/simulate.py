@@ -77,13 +77,17 @@ from scipy import ndimage as ndi
 
 if TYPE_CHECKING:  # the plate writer is imported lazily: rendering needs no Opera code
     from phagoflow.core.opera.catalogue import FieldKey
+    from phagoflow.core.platemap import PlateMapEntry
 
 __all__ = [
     "PRESETS",
+    "NuclearStainParameters",
+    "ScreenDesign",
     "SimulatedField",
     "SimulatedPlate",
     "SimulationParameters",
     "plate_layout",
+    "screen_plate_map",
     "simulate_field",
     "simulate_plate",
     "well_level",
@@ -101,6 +105,7 @@ _SUPERSAMPLE = 4  # sub-samples per pixel side when rasterising vesicles
 _PLACEMENT_ROUNDS = 6  # retries for a vesicle centre that does not fit the cytoplasm
 _FIELD_TAG = 1  # SeedSequence domain tags (keep field and well streams apart)
 _WELL_TAG = 2
+_SCREEN_TAG = 3
 
 Range = tuple[float, float]
 
@@ -314,6 +319,70 @@ class SimulationParameters(BaseModel):
         return value_um / self.pixel_size_um
 
 
+class NuclearStainParameters(BaseModel):
+    """A simulated nuclear stain (Hoechst 33342) plane of the true nuclei (frozen).
+
+    The plane shares the field's optics and camera (PSF, vignetting, offset, gain, read
+    noise); intensities are counts above the camera offset, before vignetting.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    channel_name: str = Field(
+        "HOECHST 33342", min_length=1, description="Channel name written into the export."
+    )
+    level: float = Field(900.0, gt=0, description="Median nuclear signal in counts.")
+    brightness_sigma: float = Field(
+        0.2, ge=0, description="Log-normal σ of the per-nucleus brightness (DNA content)."
+    )
+    texture: float = Field(
+        0.15, ge=0, description="Relative amplitude (s.d.) of the chromatin mottle."
+    )
+    texture_scale_um: float = Field(
+        0.8, gt=0, description="Length scale (Gaussian σ) in µm of the chromatin mottle."
+    )
+    cytoplasm_level: float = Field(
+        0.04, ge=0, le=1, description="Signal in the cytoplasm as a fraction of the nucleus'."
+    )
+    background: float = Field(12.0, ge=0, description="Diffuse background in counts.")
+
+
+class ScreenDesign(BaseModel):
+    """A simulated screening plate map with a planted, known effect (frozen).
+
+    Wells of :func:`plate_layout` are taken column by column (left to right, top to bottom
+    within a column): the first ``n_negative`` are negative controls (``DMSO``), the last
+    ``n_positive`` positive controls (``Torin1`` 250 nM), the rest samples. The first
+    ``len(dose_concentrations_um)`` samples form a dose series of compound ``DOSE-1`` in
+    ascending concentration; ``n_planted`` of the other samples, drawn from the plate seed,
+    are *planted hits*. Positive controls and planted hits multiply their phagophore rate by
+    ``effect``; a dose well by ``1 + (effect − 1) / (1 + (dose_ec50_um / c)^dose_hill)``.
+    Every other well has factor 1.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    n_negative: int = Field(3, ge=0, description="Negative-control wells.")
+    n_positive: int = Field(3, ge=0, description="Positive-control wells.")
+    n_planted: int = Field(1, ge=0, description="Sample wells carrying the planted effect.")
+    effect: float = Field(
+        3.0, ge=0, description="Phagophore-rate factor of positive controls and planted hits."
+    )
+    dose_concentrations_um: tuple[float, ...] = Field(
+        (), description="Concentrations (µM, each > 0) of the dose series, one well each."
+    )
+    dose_ec50_um: float = Field(1.0, gt=0, description="True EC50 of the dose series in µM.")
+    dose_hill: float = Field(1.0, gt=0, description="True Hill slope of the dose series.")
+
+    @model_validator(mode="after")
+    def _check_doses(self) -> ScreenDesign:
+        if any(not (math.isfinite(c) and c > 0) for c in self.dose_concentrations_um):
+            raise ValueError(
+                f"dose concentrations must be > 0 µM, got {self.dose_concentrations_um}"
+            )
+        return self
+
+
 @dataclass(frozen=True)
 class SimulatedField:
     """One simulated field and its ground truth.
@@ -333,6 +402,8 @@ class SimulatedField:
         Cell ids (0 outside cells); nuclei included.
     nuclei : (H, W) ndarray of bool
         Nucleus pixels.
+    nuclear_image : (H, W) ndarray of uint16 or None
+        Nuclear-stain (Hoechst) camera counts when asked for (``nuclear=``), else ``None``.
     """
 
     image: npt.NDArray[np.uint16]
@@ -342,6 +413,14 @@ class SimulatedField:
     instances: npt.NDArray[np.int32] | None = None
     cells: npt.NDArray[np.int32] | None = None
     nuclei: npt.NDArray[np.bool_] | None = None
+    nuclear_image: npt.NDArray[np.uint16] | None = None
+
+    @property
+    def n_nuclei(self) -> int:
+        """True number of nuclei with at least one pixel in the field (0 without cells)."""
+        if self.cells is None or self.nuclei is None:
+            return 0
+        return int(np.unique(self.cells[self.nuclei & (self.cells > 0)]).size)
 
 
 @dataclass(frozen=True)
@@ -363,6 +442,8 @@ class SimulatedPlate:
         Plate id written into the export.
     n_fields : int
         Number of fields written.
+    plate_map : Path or None
+        ``OUT/plate_map.csv`` of a simulated screen (:class:`ScreenDesign`), else ``None``.
     """
 
     export_dir: Path
@@ -370,6 +451,7 @@ class SimulatedPlate:
     counts_csv: Path
     plate_id: str
     n_fields: int
+    plate_map: Path | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -382,6 +464,8 @@ def simulate_field(
     *,
     rng: np.random.Generator | int | None = None,
     well_level: float = 1.0,
+    phagophore_factor: float = 1.0,
+    nuclear: NuclearStainParameters | None = None,
 ) -> SimulatedField:
     """Render one Rosella field with its ground truth.
 
@@ -394,6 +478,13 @@ def simulate_field(
     well_level : float, default 1.0
         Autophagy level of the well (dimensionless, ≥ 0): multiplies the per-cell vesicle
         rates of both classes.
+    phagophore_factor : float, default 1.0
+        Extra factor (≥ 0) on the phagophore rate only: a planted phenotype such as an
+        autophagy inducer that builds up phagophores (:class:`ScreenDesign`).
+    nuclear : NuclearStainParameters, optional
+        Also render a nuclear-stain (Hoechst) plane of the true nuclei into
+        ``nuclear_image``. It draws its randomness after everything else, so the Rosella
+        channels and the truth are the same with and without it.
 
     Returns
     -------
@@ -404,10 +495,11 @@ def simulate_field(
     Raises
     ------
     ValueError
-        If ``well_level`` is negative or not finite.
+        If ``well_level`` or ``phagophore_factor`` is negative or not finite.
     """
     p = params if params is not None else SimulationParameters()
     _validate_well_level(well_level)
+    _validate_well_level(phagophore_factor, name="phagophore_factor")
     gen = np.random.default_rng(rng)
     shape = p.size_yx
 
@@ -421,7 +513,9 @@ def simulate_field(
     )
 
     cytosol = _cytosol(p, gen, cells, nuclei, membrane, expression)
-    vesicles = _place_vesicles(p, gen, cells, cyto_mask, spacing, well_level)
+    vesicles = _place_vesicles(
+        p, gen, cells, cyto_mask, spacing, well_level, factors=(phagophore_factor, 1.0)
+    )
     vesicles = _resolve_overlaps(vesicles, shape)
     red_obj, green_obj, occupancy = _render_vesicles(p, gen, vesicles, expression, shape)
 
@@ -437,6 +531,7 @@ def simulate_field(
     signal += p.background
     signal *= _vignetting(shape, p.vignetting)[None]
     image = _camera(signal, p, gen)
+    nuclear_image = None if nuclear is None else _render_nuclei(p, nuclear, gen, cells, nuclei)
 
     cls = vesicles.cls
     truth = np.zeros(shape, np.uint8)
@@ -450,12 +545,36 @@ def simulate_field(
         instances=inst.astype(np.int32),
         cells=cells.astype(np.int32),
         nuclei=nuclei,
+        nuclear_image=nuclear_image,
     )
 
 
-def _validate_well_level(well_level: float) -> None:
-    if not (math.isfinite(well_level) and well_level >= 0):
-        raise ValueError(f"well_level must be a finite number >= 0, got {well_level!r}")
+def _validate_well_level(value: float, *, name: str = "well_level") -> None:
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+
+
+def _render_nuclei(
+    p: SimulationParameters,
+    n: NuclearStainParameters,
+    gen: np.random.Generator,
+    cells: IntArray,
+    nuclei: npt.NDArray[np.bool_],
+) -> npt.NDArray[np.uint16]:
+    """Hoechst plane: per-nucleus brightness × chromatin mottle, blurred, same camera."""
+    shape = (int(cells.shape[0]), int(cells.shape[1]))
+    n_cells = int(cells.max())
+    brightness = n.level * np.exp(gen.normal(0.0, n.brightness_sigma, n_cells + 1))
+    brightness[0] = 0.0
+    mottle = 1.0 + n.texture * _smooth_noise(gen, shape, p.um_to_px(n.texture_scale_um), 2)
+    np.clip(mottle, 0.05, None, out=mottle)
+    level = brightness[cells]
+    signal = np.where(nuclei, level * mottle, n.cytoplasm_level * level)
+    sigma_px = p.um_to_px(p.psf_sigma_um)
+    if sigma_px > 0:
+        signal = ndi.gaussian_filter(signal, sigma=sigma_px, truncate=3.5)
+    signal = (signal + n.background) * _vignetting(shape, p.vignetting)
+    return _camera(signal.astype(np.float32), p, gen)
 
 
 def _smooth_noise(
@@ -622,8 +741,13 @@ def _place_vesicles(
     cyto_mask: npt.NDArray[np.bool_],
     spacing: float,
     well_level: float,
+    *,
+    factors: tuple[float, float] = (1.0, 1.0),
 ) -> _Vesicles:
-    """Draw vesicle counts per cell and place them in the cytoplasm, some in touching clusters."""
+    """Draw vesicle counts per cell and place them in the cytoplasm, some in touching clusters.
+
+    ``factors`` multiply the rates of (phagophores, autolysosomes) on top of ``well_level``.
+    """
     shape = cells.shape
     empty = _Vesicles(
         np.zeros(0),
@@ -650,8 +774,10 @@ def _place_vesicles(
     rel_area = area / (math.sqrt(3) / 2 * spacing**2)
     rel_area[0] = 0.0
     counts = []
-    for rate_range in (p.phagophores_per_cell, p.autolysosomes_per_cell):
-        rate = gen.uniform(*rate_range, n_cells + 1) * rel_area * well_level
+    for rate_range, factor in zip(
+        (p.phagophores_per_cell, p.autolysosomes_per_cell), factors, strict=True
+    ):
+        rate = gen.uniform(*rate_range, n_cells + 1) * rel_area * well_level * factor
         rate[n_cand == 0] = 0.0
         counts.append(gen.poisson(rate))
     cls = np.concatenate([np.full(int(c.sum()), k + 1, np.uint8) for k, c in enumerate(counts)])
@@ -893,6 +1019,8 @@ def simulate_plate(
     export_format: str = "harmony5",
     params: SimulationParameters | None = None,
     progress: bool = False,
+    nuclear: NuclearStainParameters | None = None,
+    screen: ScreenDesign | None = None,
 ) -> SimulatedPlate:
     """Simulate a plate and write it as an Opera export plus ground truth.
 
@@ -916,6 +1044,12 @@ def simulate_plate(
         Image model (``"normal"`` preset by default).
     progress : bool, default False
         Show a tqdm progress bar (one step per field).
+    nuclear : NuclearStainParameters, optional
+        Add a nuclear-stain channel (Harmony formats only); the Rosella channels are the
+        same as without it.
+    screen : ScreenDesign, optional
+        Write ``out_dir / "plate_map.csv"`` with controls and samples and plant the design's
+        effect in its positive controls and planted hits (:func:`screen_plate_map`).
 
     Returns
     -------
@@ -924,9 +1058,15 @@ def simulate_plate(
     Notes
     -----
     ``truth/counts.csv`` has one row per field; ``truth/wells.csv`` lists each well's autophagy
-    level (:func:`well_level`).
+    level (:func:`well_level`). With ``nuclear``, ``counts.csv`` adds ``cells``, ``nuclei`` and
+    ``cytoplasm_area_um2`` and ``truth/nuclei/`` holds each field's true nuclei (uint16, the
+    cell id on nucleus pixels). With ``screen``, ``wells.csv`` adds ``role``,
+    ``phagophore_factor`` and ``planted``. Without either, every output is byte-for-byte what
+    earlier versions wrote.
     """
     _validate_plate_args(wells, fields, seed)
+    if nuclear is not None and export_format == "flex":
+        raise ValueError("a nuclear channel can only be simulated into Harmony exports")
     from phagoflow.core.opera import open_writer  # the writer lives beside the readers
     from phagoflow.core.opera.catalogue import FieldKey
 
@@ -935,13 +1075,18 @@ def simulate_plate(
     out_dir = Path(out_dir)
     truth_dir = out_dir / "truth"
     (truth_dir / "instances").mkdir(parents=True, exist_ok=True)
+    if nuclear is not None:
+        (truth_dir / "nuclei").mkdir(exist_ok=True)
     layout = plate_layout(wells)
     keys = [FieldKey(r, c, f) for r, c in layout for f in range(1, fields + 1)]
     levels = {(r, c): well_level(p, seed, r, c) for r, c in layout}
-
-    import tifffile
+    entries, factors = ([], {}) if screen is None else screen_plate_map(layout, screen, seed=seed)
 
     rows_out: list[dict[str, object]] = []
+    # only passed when asked for, so the default plate needs nothing new from the writer
+    nuclear_option: dict[str, Any] = (
+        {} if nuclear is None else {"nuclear_name": nuclear.channel_name}
+    )
     writer = open_writer(
         export_format,
         out_dir,
@@ -952,47 +1097,153 @@ def simulate_plate(
         size_yx=p.size_yx,
         channel_names=("DsRed", "pHluorin"),
         fields_per_well=fields,
+        **nuclear_option,
     )
     with writer as w:
         for key in _progress(keys, progress, pid):
-            sim = simulate_field(p, rng=_field_rng(seed, key), well_level=levels[key.row, key.col])
-            w.add_field(key, sim.image)
-            tifffile.imwrite(truth_dir / f"{key.name}.tiff", sim.truth, compression="zlib")
-            if sim.instances is not None:
-                ids = sim.instances
-                small = ids.astype(np.uint16) if ids.max(initial=0) < 2**16 else ids
-                tifffile.imwrite(
-                    truth_dir / "instances" / f"{key.name}.tiff", small, compression="zlib"
-                )
-            rows_out.append(
-                {
-                    "plate": pid,
-                    "well": key.well,
-                    "row": key.row,
-                    "col": key.col,
-                    "field": key.field,
-                    "plane": key.plane,
-                    "phagophores": sim.phagophores,
-                    "autolysosomes": sim.autolysosomes,
-                }
+            well = (key.row, key.col)
+            sim = simulate_field(
+                p,
+                rng=_field_rng(seed, key),
+                well_level=levels[well],
+                phagophore_factor=factors.get(well, 1.0),
+                nuclear=nuclear,
             )
+            planes = sim.image if sim.nuclear_image is None else _with_nuclei(sim)
+            w.add_field(key, planes)
+            _write_truth(truth_dir, key.name, sim)
+            rows_out.append(_truth_row(pid, key, sim, p, nuclear is not None))
         export_dir = w.close()
     counts_csv = truth_dir / "counts.csv"
     _write_csv(counts_csv, rows_out)
-    _write_csv(
-        truth_dir / "wells.csv",
-        [
-            {"plate": pid, "well": f"r{r:02d}c{c:02d}", "row": r, "col": c, "level": f"{lv:.6f}"}
-            for (r, c), lv in levels.items()
-        ],
-    )
+    _write_csv(truth_dir / "wells.csv", _well_rows(pid, levels, screen, entries, factors))
+    plate_map = None
+    if screen is not None:
+        from phagoflow.core.platemap import write_plate_map
+
+        plate_map = write_plate_map(out_dir / "plate_map.csv", entries)
     return SimulatedPlate(
         export_dir=Path(export_dir),
         truth_dir=truth_dir,
         counts_csv=counts_csv,
         plate_id=pid,
         n_fields=len(keys),
+        plate_map=plate_map,
     )
+
+
+def _with_nuclei(sim: SimulatedField) -> npt.NDArray[np.uint16]:
+    assert sim.nuclear_image is not None
+    return np.concatenate([sim.image, sim.nuclear_image[None]])
+
+
+def _write_truth(truth_dir: Path, name: str, sim: SimulatedField) -> None:
+    """Class mask, instance ids and (with a nuclear channel) the true nuclei of one field."""
+    import tifffile
+
+    tifffile.imwrite(truth_dir / f"{name}.tiff", sim.truth, compression="zlib")
+    if sim.instances is not None:
+        ids = sim.instances
+        small = ids.astype(np.uint16) if ids.max(initial=0) < 2**16 else ids
+        tifffile.imwrite(truth_dir / "instances" / f"{name}.tiff", small, compression="zlib")
+    if sim.nuclear_image is not None and sim.cells is not None and sim.nuclei is not None:
+        nuclei = np.where(sim.nuclei, sim.cells, 0).astype(np.uint16)
+        tifffile.imwrite(truth_dir / "nuclei" / f"{name}.tiff", nuclei, compression="zlib")
+
+
+def _truth_row(
+    pid: str, key: FieldKey, sim: SimulatedField, p: SimulationParameters, cells: bool
+) -> dict[str, object]:
+    row: dict[str, object] = {
+        "plate": pid,
+        "well": key.well,
+        "row": key.row,
+        "col": key.col,
+        "field": key.field,
+        "plane": key.plane,
+        "phagophores": sim.phagophores,
+        "autolysosomes": sim.autolysosomes,
+    }
+    if cells and sim.cells is not None and sim.nuclei is not None:
+        cyto = (sim.cells > 0) & ~sim.nuclei
+        row["cells"] = int(np.unique(sim.cells[sim.cells > 0]).size)
+        row["nuclei"] = sim.n_nuclei
+        row["cytoplasm_area_um2"] = f"{np.count_nonzero(cyto) * p.pixel_size_um**2:.3f}"
+    return row
+
+
+def _well_rows(
+    pid: str,
+    levels: dict[tuple[int, int], float],
+    screen: ScreenDesign | None,
+    entries: list[PlateMapEntry],
+    factors: dict[tuple[int, int], float],
+) -> list[dict[str, object]]:
+    roles = {(e.row, e.col): e for e in entries}
+    planted = {k for k, f in factors.items() if roles[k].role.value == "sample" and f != 1.0}
+    rows: list[dict[str, object]] = []
+    for (r, c), lv in levels.items():
+        row: dict[str, object] = {
+            "plate": pid, "well": f"r{r:02d}c{c:02d}", "row": r, "col": c, "level": f"{lv:.6f}"
+        }  # fmt: skip
+        if screen is not None:
+            row["role"] = roles[r, c].role.value
+            row["phagophore_factor"] = f"{factors.get((r, c), 1.0):.6f}"
+            row["planted"] = (r, c) in planted
+        rows.append(row)
+    return rows
+
+
+def screen_plate_map(
+    layout: list[tuple[int, int]], design: ScreenDesign, *, seed: int = 0
+) -> tuple[list[PlateMapEntry], dict[tuple[int, int], float]]:
+    """Plate-map entries and planted phagophore factors of a simulated screen.
+
+    Parameters
+    ----------
+    layout : list of (int, int)
+        Wells ``(row, col)`` of the plate (:func:`plate_layout`).
+    design : ScreenDesign
+        Roles, planted effect and dose series (see its docstring for the placement rule).
+    seed : int, default 0
+        Plate seed; picks the planted hits among the samples.
+
+    Returns
+    -------
+    entries : list of PlateMapEntry
+        One per well of ``layout``.
+    factors : dict of (int, int) to float
+        Phagophore-rate factor per well (1 where nothing is planted).
+
+    Raises
+    ------
+    ValueError
+        If the design needs more wells than ``layout`` has.
+    """
+    from phagoflow.core.platemap import PlateMapEntry, Role
+
+    doses = sorted(design.dose_concentrations_um)
+    need = design.n_negative + design.n_positive + len(doses) + design.n_planted
+    if need > len(layout):
+        raise ValueError(f"the screen design needs {need} wells, the plate has {len(layout)}")
+    order = sorted(layout, key=lambda rc: (rc[1], rc[0]))
+    neg = order[: design.n_negative]
+    pos = order[len(order) - design.n_positive :]
+    samples = order[design.n_negative : len(order) - design.n_positive]
+    dose_wells, rest = samples[: len(doses)], samples[len(doses) :]
+    gen = np.random.default_rng(np.random.SeedSequence([seed, _SCREEN_TAG]))
+    picked = gen.choice(len(rest), size=design.n_planted, replace=False)
+    planted = {rest[int(i)] for i in picked}
+    factors = {rc: design.effect for rc in [*pos, *planted]}
+    entries = [PlateMapEntry(*rc, Role.NEGATIVE, "vehicle", "DMSO", 0.1, "%") for rc in neg]
+    entries += [PlateMapEntry(*rc, Role.POSITIVE, "Torin1", "Torin1", 250.0, "nM") for rc in pos]
+    for rc, conc in zip(dose_wells, doses, strict=True):
+        hill = (design.dose_ec50_um / conc) ** design.dose_hill
+        factors[rc] = 1.0 + (design.effect - 1.0) / (1.0 + hill)
+        entries.append(PlateMapEntry(*rc, Role.SAMPLE, "dose series", "DOSE-1", conc, "µM"))
+    for i, rc in enumerate(rest, start=1):
+        entries.append(PlateMapEntry(*rc, Role.SAMPLE, "", f"CMPD-{i:04d}", 10.0, "µM"))
+    return sorted(entries, key=lambda e: (e.row, e.col)), factors
 
 
 def _progress(keys: list[FieldKey], show: bool, plate_id: str) -> Iterator[FieldKey]:
