@@ -196,3 +196,27 @@ def test_aggregate_wells_rejects_duplicates_and_accepts_empty() -> None:
     dup = _fc("P1", 1, 1, 1, "cip", 1, 1)
     with pytest.raises(ValueError, match="duplicate"):
         aggregate_wells([dup, dup])
+
+
+def test_aggregate_wells_keeps_failed_fields_and_wells_whose_every_field_failed() -> None:
+    counted = [_fc("P1", 2, 3, 1, "cip", 4, 2), _fc("P1", 2, 3, 2, "cdl", 6, 1)]
+    failed = [
+        ("P1", FieldKey(2, 3, 2), "cip"),  # r02c03: one of two cip fields lost
+        ("P1", FieldKey(2, 3, 2), "cip"),  # reported twice: counts once
+        ("P1", FieldKey(2, 3, 2), "cdl"),  # also counted for cdl: counted wins
+        ("P1", FieldKey(4, 5, 1), "cip"),  # r04c05: every field failed
+        ("P1", FieldKey(4, 5, 2), "cip"),
+    ]
+    wells = {(w.well, w.method): w for w in aggregate_wells(counted, failed=failed)}
+    assert sorted(wells) == [("r02c03", "cdl"), ("r02c03", "cip"), ("r04c05", "cip")]
+    half = wells[("r02c03", "cip")]
+    assert (half.fields, half.fields_ok, half.fields_failed) == (2, 1, 1)
+    assert (half.phagophores, half.phagophores_per_field_mean) == (4, 4.0)
+    cdl = wells[("r02c03", "cdl")]
+    assert (cdl.fields, cdl.fields_ok, cdl.fields_failed) == (1, 1, 0)
+    lost = wells[("r04c05", "cip")]
+    assert (lost.row, lost.col, lost.fields, lost.fields_ok, lost.fields_failed) == (4, 5, 2, 0, 2)
+    assert math.isnan(lost.phagophores_per_field_mean) and math.isnan(lost.phagophores_per_field_sd)
+    row = lost.as_row()
+    assert row["phagophores"] is None and row["autolysosome_area_um2"] is None  # blank, not 0
+    assert half.as_row()["phagophores"] == 4

@@ -11,7 +11,9 @@ counts from different methods are comparable:
    without its labels gives the same objects.
 2. :func:`count_field` reduces the objects of one field to a :class:`FieldCounts` row that
    carries the plate id, the :class:`~phagoflow.core.opera.catalogue.FieldKey` and the method.
-3. :func:`aggregate_wells` pools fields into one :class:`WellSummary` per (plate, well, method).
+3. :func:`aggregate_wells` pools fields into one :class:`WellSummary` per (plate, well, method),
+   keeping fields that failed in the count (``fields_failed``) so that a well whose fields failed
+   is never mistaken for a well with few objects.
 
 Intensities in :class:`ObjectRecord` are means of the image *as given* (raw camera units when the
 caller passes the raw field, offset included); no background is subtracted here, so callers that
@@ -37,6 +39,7 @@ __all__ = [
     "FIELD_COLUMNS",
     "OBJECT_COLUMNS",
     "WELL_COLUMNS",
+    "FailedField",
     "FieldCounts",
     "ObjectRecord",
     "WellSummary",
@@ -347,19 +350,24 @@ class WellSummary:
     method : str
         Method name.
     fields : int
-        Number of fields pooled (every plane and timepoint of the well counts as a field; filter
-        the input first to summarise one plane or timepoint).
+        Fields of the well for this method, counted or failed (every plane and timepoint of the
+        well counts as a field; filter the input first to summarise one plane or timepoint).
+        Equal to ``fields_ok + fields_failed``.
     phagophores, autolysosomes : int
-        Total object counts over the fields.
+        Total object counts over the fields that were counted (``fields_ok``). With failed
+        fields, compare wells by the per-field means, not by these totals.
     phagophores_per_field_mean, phagophores_per_field_sd : float
-        Mean and sample standard deviation (``ddof=1``) of the per-field counts; the sd is 0.0 for
-        a single field.
+        Mean and sample standard deviation (``ddof=1``) of the per-field counts of the counted
+        fields; the sd is 0.0 for a single field, both are NaN when no field was counted.
     autolysosomes_per_field_mean, autolysosomes_per_field_sd : float
         Same for autolysosomes.
     phagophore_area_um2, autolysosome_area_um2 : float
         Total object area over the fields, µm².
     autolysosome_phagophore_ratio : float
         ``autolysosomes / phagophores`` (totals); NaN when the well has no phagophore.
+    fields_ok, fields_failed : int
+        Fields counted, and fields that could not be read or segmented. In :meth:`as_row` a well
+        with ``fields_ok == 0`` has empty totals and areas (not 0: nothing was measured).
     """
 
     plate: str
@@ -377,10 +385,22 @@ class WellSummary:
     phagophore_area_um2: float
     autolysosome_area_um2: float
     autolysosome_phagophore_ratio: float
+    fields_ok: int
+    fields_failed: int
 
     def as_row(self) -> dict[str, Any]:
-        """The summary as a ``{column: value}`` dict keyed by :data:`WELL_COLUMNS`."""
-        return dict(zip(WELL_COLUMNS, astuple(self), strict=True))
+        """The summary as a ``{column: value}`` dict keyed by :data:`WELL_COLUMNS`.
+
+        Totals and areas are ``None`` (an empty cell) when no field of the well was counted.
+        """
+        row = dict(zip(WELL_COLUMNS, astuple(self), strict=True))
+        if self.fields_ok == 0:
+            row.update(dict.fromkeys(_MEASURED_TOTALS))
+        return row
+
+
+#: Columns that are sums over counted fields: meaningless (blank) when none was counted.
+_MEASURED_TOTALS = ("phagophores", "autolysosomes", "phagophore_area_um2", "autolysosome_area_um2")
 
 
 #: Table columns of :class:`WellSummary`, in field order.
@@ -388,18 +408,31 @@ WELL_COLUMNS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(WellSum
 
 
 def _mean_sd(values: Sequence[int]) -> tuple[float, float]:
+    if not values:
+        return math.nan, math.nan
     arr = np.asarray(values, dtype=np.float64)
     sd = float(arr.std(ddof=1)) if arr.size > 1 else 0.0
     return float(arr.mean()), sd
 
 
-def aggregate_wells(fields: Iterable[FieldCounts]) -> list[WellSummary]:
+#: A field that failed for one method: ``(plate, key, method)``.
+FailedField = tuple[str, FieldKey, str]
+
+
+def aggregate_wells(
+    fields: Iterable[FieldCounts], *, failed: Iterable[FailedField] = ()
+) -> list[WellSummary]:
     """Pool per-field counts into per-well summaries.
 
     Parameters
     ----------
     fields : iterable of FieldCounts
         Any mix of plates, wells and methods.
+    failed : iterable of (plate, FieldKey, method)
+        Fields that could not be read or segmented. They count in ``fields`` and
+        ``fields_failed`` of their well, never in the counts; a well whose every field failed
+        still gets a summary (``fields_ok == 0``, NaN means). A failed entry that also has
+        counts is counted, not failed; repeated entries count once.
 
     Returns
     -------
@@ -409,11 +442,11 @@ def aggregate_wells(fields: Iterable[FieldCounts]) -> list[WellSummary]:
     Raises
     ------
     ValueError
-        If the same (plate, field, method) appears twice: replays must be de-duplicated by key
-        before aggregating, never double counted.
+        If the same (plate, field, method) appears twice in ``fields``: replays must be
+        de-duplicated by key before aggregating, never double counted.
     """
     groups: dict[tuple[str, int, int, str], list[FieldCounts]] = {}
-    seen: set[tuple[str, FieldKey, str]] = set()
+    seen: set[FailedField] = set()
     for fc in fields:
         ident = (fc.plate, fc.key, fc.method)
         if ident in seen:
@@ -423,31 +456,44 @@ def aggregate_wells(fields: Iterable[FieldCounts]) -> list[WellSummary]:
             )
         seen.add(ident)
         groups.setdefault((fc.plate, fc.key.row, fc.key.col, fc.method), []).append(fc)
+    n_failed: dict[tuple[str, int, int, str], int] = {}
+    wells_of: dict[tuple[str, int, int, str], str] = {}
+    for plate, key, method in set(failed) - seen:
+        group = (plate, key.row, key.col, method)
+        n_failed[group] = n_failed.get(group, 0) + 1
+        wells_of[group] = key.well
+    return [
+        _summarise(group, groups.get(group, []), n_failed.get(group, 0), wells_of.get(group, ""))
+        for group in sorted(set(groups) | set(n_failed))
+    ]
 
-    out: list[WellSummary] = []
-    for (plate, row, col, method), items in sorted(groups.items()):
-        phago = [fc.phagophores for fc in items]
-        auto = [fc.autolysosomes for fc in items]
-        p_mean, p_sd = _mean_sd(phago)
-        a_mean, a_sd = _mean_sd(auto)
-        n_p, n_a = sum(phago), sum(auto)
-        out.append(
-            WellSummary(
-                plate=plate,
-                well=items[0].key.well,
-                row=row,
-                col=col,
-                method=method,
-                fields=len(items),
-                phagophores=n_p,
-                autolysosomes=n_a,
-                phagophores_per_field_mean=p_mean,
-                phagophores_per_field_sd=p_sd,
-                autolysosomes_per_field_mean=a_mean,
-                autolysosomes_per_field_sd=a_sd,
-                phagophore_area_um2=math.fsum(fc.phagophore_area_um2 for fc in items),
-                autolysosome_area_um2=math.fsum(fc.autolysosome_area_um2 for fc in items),
-                autolysosome_phagophore_ratio=n_a / n_p if n_p else math.nan,
-            )
-        )
-    return out
+
+def _summarise(
+    group: tuple[str, int, int, str], items: list[FieldCounts], n_failed: int, well: str
+) -> WellSummary:
+    """One :class:`WellSummary` from the counted fields and the number of failed ones."""
+    plate, row, col, method = group
+    phago = [fc.phagophores for fc in items]
+    auto = [fc.autolysosomes for fc in items]
+    p_mean, p_sd = _mean_sd(phago)
+    a_mean, a_sd = _mean_sd(auto)
+    n_p, n_a = sum(phago), sum(auto)
+    return WellSummary(
+        plate=plate,
+        well=items[0].key.well if items else well,
+        row=row,
+        col=col,
+        method=method,
+        fields=len(items) + n_failed,
+        phagophores=n_p,
+        autolysosomes=n_a,
+        phagophores_per_field_mean=p_mean,
+        phagophores_per_field_sd=p_sd,
+        autolysosomes_per_field_mean=a_mean,
+        autolysosomes_per_field_sd=a_sd,
+        phagophore_area_um2=math.fsum(fc.phagophore_area_um2 for fc in items),
+        autolysosome_area_um2=math.fsum(fc.autolysosome_area_um2 for fc in items),
+        autolysosome_phagophore_ratio=n_a / n_p if n_p else math.nan,
+        fields_ok=len(items),
+        fields_failed=n_failed,
+    )
