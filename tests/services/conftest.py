@@ -43,3 +43,15 @@ def sim_plate(tmp_path_factory: pytest.TempPathFactory) -> SimulatedPlate:
 def reference(sim_plate: SimulatedPlate, tmp_path_factory: pytest.TempPathFactory) -> RunResult:
     """``phagoflow run`` (the embedded runner, CIP) on the session plate: the reference numbers."""
     return run_plate(sim_plate.export_dir, tmp_path_factory.mktemp("ref"), progress=False)
+
+
+@pytest.fixture(scope="session")
+def plate6(tmp_path_factory: pytest.TempPathFactory) -> SimulatedPlate:
+    """A simulated plate of 3 wells x 2 fields, for faults injected mid-plate (read-only)."""
+    return simulate_plate(tmp_path_factory.mktemp("sim6"), wells=3, fields=2, seed=9)
+
+
+@pytest.fixture(scope="session")
+def reference6(plate6: SimulatedPlate, tmp_path_factory: pytest.TempPathFactory) -> RunResult:
+    """``phagoflow run`` (CIP) on ``plate6``: the undisturbed numbers."""
+    return run_plate(plate6.export_dir, tmp_path_factory.mktemp("ref6"), progress=False)

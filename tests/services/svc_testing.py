@@ -17,8 +17,11 @@ from google.protobuf.message import Message
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from phagoflow import events as ev
+from phagoflow.core.simulate import SimulatedPlate
+from phagoflow.embedded.run import RunResult
 from phagoflow.services.common import Service, ServiceSettings
 from phagoflow.services.ingest import IngestService, IngestSettings
+from phagoflow.services.metrics import MetricsService, MetricsSettings
 from phagoflow.services.objectstore import ObjectStore
 from phagoflow.stack import MotoS3Server, TansuBroker
 from phagoflow.stack.local import ServiceProcess
@@ -221,3 +224,104 @@ def field_names(records: list[Record]) -> list[str]:
         assert isinstance(r.event, ev.FieldAcquired)
         out.append(ev.field_key(r.event.field).name)
     return sorted(out)
+
+
+# --------------------------------------------------------------------------- fault runs
+
+
+#: Per-well numbers compared between a disturbed stack run and `phagoflow run`.
+WellRow = tuple[str, str, int, int, int]  # well, method, fields, phagophores, autolysosomes
+
+
+def reference_wells(reference: RunResult, methods: tuple[str, ...]) -> list[WellRow]:
+    """The undisturbed per-well numbers of the embedded run, for ``methods``."""
+    return sorted(
+        (w.well, w.method, w.fields, w.phagophores, w.autolysosomes)
+        for w in reference.wells
+        if w.method in methods
+    )
+
+
+@dataclass
+class PlateRun:
+    """A plate streamed through services running in threads of the test process.
+
+    ``start_pipeline`` starts ingest (watching ``tmp/incoming``) and metrics for ``methods``;
+    the test adds the segmenting workers (and its fault). ``feed`` copies the plate field by
+    field, ``wait_complete`` waits for the metrics API to say ``complete``, and ``check`` asserts
+    what every fault test must hold: per-well counts equal the undisturbed run, every field has
+    a result for each method, no field counted twice, no dead letter.
+    """
+
+    stack: LocalStack
+    plate: SimulatedPlate
+    methods: tuple[str, ...] = ("cip",)
+    metrics: MetricsService | None = None
+
+    def start_pipeline(self) -> None:
+        watch = self.stack.tmp / "incoming"
+        ingest = IngestService(
+            self.stack.settings(
+                IngestSettings,
+                watch_dir=watch,
+                ingest_poll_s=0.1,
+                ingest_settle_s=0.2,
+                ingest_quiet_s=1.0,
+            ),
+            http_port=0,
+        )
+        self.stack.start(ingest)
+        settings = self.stack.settings(MetricsSettings, metrics_methods=list(self.methods))
+        self.metrics = self.stack.start(MetricsService(settings, http_port=0))
+
+    def feed(self, names: list[str] | None = None, *, interval_s: float = 0.0) -> None:
+        """Copy the index, then the files of each field in ``names`` (default all)."""
+        index, fields = harmony_files(self.plate.export_dir)
+        dest = self.stack.tmp / "incoming" / "plate" / "Images"
+        if not (dest / index.name).exists():
+            copy_into([index], dest)
+        for name in sorted(fields) if names is None else names:
+            copy_into(fields[name], dest)
+            time.sleep(interval_s)
+
+    def api(self, path: str) -> Any:
+        import json
+        import urllib.error
+        import urllib.request
+
+        assert self.metrics is not None
+        url = f"http://127.0.0.1:{self.metrics.port}/api/v1/plates/{self.plate.plate_id}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                return json.loads(resp.read())
+        except (urllib.error.URLError, OSError):
+            return None
+
+    def done(self, method: str) -> int:
+        """Fields with a result for ``method`` so far (metrics' view)."""
+        status = self.api("")
+        return int(status["methods"][method]["done"]) if status else 0
+
+    def wait_complete(self, timeout_s: float = 180.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            status = self.api("")
+            if status is not None and status["complete"]:
+                return dict(status)
+            assert time.monotonic() < deadline, f"plate not complete in {timeout_s} s: {status}"
+            time.sleep(0.25)
+
+    def check(self, reference: RunResult) -> None:
+        status = self.wait_complete()
+        n = len(harmony_files(self.plate.export_dir)[1])
+        assert status["failed"] == [], status["failed"]
+        for method in self.methods:
+            assert status["methods"][method]["done"] == n, status["methods"]
+        rows = self.api("/wells")
+        got = sorted(
+            (r["well"], r["method"], r["fields"], r["phagophores"], r["autolysosomes"])
+            for r in rows
+        )
+        assert got == reference_wells(reference, self.methods)
+        letters = self.stack.read(ev.Topic.DEADLETTER.value, timeout_s=5)
+        assert letters == [], [r.event for r in letters]

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tifffile
 import torch
-from svc_testing import LocalStack, wait_for
+from svc_testing import LocalStack, PlateRun, harmony_files, wait_for
 from test_service_cip import _ingest_all
 
 from phagoflow import events as ev
@@ -106,18 +106,27 @@ def test_cdl_through_triton_equals_embedded_run(
 
 
 @pytest.mark.slow
-def test_triton_away_inference_waits_cip_flows(
+def test_triton_stalled_with_requests_in_flight(
     local_stack: LocalStack,
-    sim_plate: SimulatedPlate,
+    plate6: SimulatedPlate,
     triton: TritonServer,
     model_dir: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
-    """Triton frozen for 30 s: inference postpones and recovers, CIP results keep flowing."""
-    triton.pause()
-    paused_at = time.monotonic()
-    try:
-        n = _ingest_all(local_stack, sim_plate)
-        inference = _inference(
+    """Triton frozen (SIGSTOP) right after the first CDL mask, while the next field's requests
+    are in flight, for 30 s: CIP keeps flowing, inference postpones (timeouts, retries, not
+    ready), recovers after SIGCONT, and the plate's counts equal the undisturbed run."""
+    reference = run_plate(
+        plate6.export_dir,
+        tmp_path_factory.mktemp("ref6cdl"),
+        methods=("cip", "cdl"),
+        model_dir=model_dir,
+        progress=False,
+    )
+    run = PlateRun(local_stack, plate6, methods=("cip", "cdl"))
+    run.start_pipeline()
+    inference = local_stack.start(
+        _inference(
             local_stack,
             triton,
             model_dir,
@@ -125,19 +134,34 @@ def test_triton_away_inference_waits_cip_flows(
             triton_retries=2,
             triton_ready_timeout_s=2.0,
         )
-        local_stack.start(inference, wait_ready=False)
-        local_stack.start(CipService(local_stack.settings(CipSettings), http_port=0))
-        cip = local_stack.read(ev.Topic.MASKS_CIP.value, min_count=n, timeout_s=60)
-        assert len(cip) == n  # CIP is not held up by Triton
-        assert local_stack.read(ev.Topic.MASKS_CDL.value, timeout_s=5) == []
+    )
+    local_stack.start(CipService(local_stack.settings(CipSettings), http_port=0))
+    n = len(harmony_files(plate6.export_dir)[1])
+    run.feed()
+    cdl = {"method": "cdl"}
+    wait_for(
+        lambda: (
+            (inference.registry.get_sample_value("phagoflow_fields_processed_total", cdl) or 0) >= 1
+        ),
+        timeout_s=90,
+        every_s=0.01,
+    )
+    triton.pause()  # the next field's tiles are on their way to Triton
+    paused_at = time.monotonic()
+    try:
+        wait_for(lambda: run.done("cip") == n, timeout_s=25)  # CIP is not held up by Triton
+        stalled = run.done("cdl")
+        assert stalled < n
+        time.sleep(max(0.0, 30.0 - (time.monotonic() - paused_at)))  # the issue's 30 s
         assert inference.readiness()[0] is False
-        time.sleep(max(0.0, 30.0 - (time.monotonic() - paused_at)))  # the issue's 30 s outage
-        assert inference.readiness()[0] is False
-        assert local_stack.read(ev.Topic.MASKS_CDL.value, timeout_s=1) == []
+        assert run.done("cdl") == stalled  # nothing from a frozen Triton
     finally:
         triton.resume()
-    cdl = local_stack.read(ev.Topic.MASKS_CDL.value, min_count=n, timeout_s=90)
-    assert sorted(ev.field_key(r.event.field).name for r in cdl if r.event) == sorted(
-        ev.field_key(r.event.field).name for r in cip if r.event
+    run.check(reference)  # every field once, CIP and CDL equal `phagoflow run`, no dead letter
+    retries = inference.registry.get_sample_value(
+        "phagoflow_records_total",
+        {"service": "inference", "topic": ev.Topic.FIELDS_ACQUIRED.value, "outcome": "retry"},
     )
+    assert (retries or 0) >= 1
+    assert (inference.registry.get_sample_value("phagoflow_triton_unavailable_total") or 0) >= 1
     wait_for(lambda: inference.readiness()[0])

@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from ci_tools import require
+from phagoflow import events as ev
 from phagoflow.cli import main
 from phagoflow.core.model_dir import save_model_dir
 from phagoflow.core.normalisation import NormalisationConfig
@@ -160,3 +161,40 @@ def test_supervisor_heals_sigkill_of_every_service_mid_plate(stack_env: StackSet
     text = "\n".join(status_lines(status))
     assert "restarts" in text.splitlines()[0]
     assert any(line.startswith("cip ") and line.split()[3] == "1" for line in text.splitlines())
+    assert _dead_letters(status["endpoints"]["kafka"]) == 0  # the kills were not bad inputs
+
+    # tansu keeps topics in memory: its restart is not survivable, and must not be silent
+    os.kill(_pids(stack_env)["kafka"], signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while not (alerts := stack_status(stack_env)["alerts"]):
+        assert time.monotonic() < deadline, "no alert after the broker restart"
+        time.sleep(0.5)
+    assert alerts[0]["component"] == "kafka" and "in memory only" in alerts[0]["message"]
+    assert set(ev.ALL_TOPICS) <= _topics(stack_env)  # the supervisor re-created them
+    assert any(line.startswith("ALERT") for line in status_lines(stack_status(stack_env)))
+
+
+def _topics(settings: StackSettings) -> set[str]:
+    """Topics the (restarted) broker has, listed without creating any."""
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(bootstrap_servers=stack_status(settings)["endpoints"]["kafka"])
+    try:
+        return set(consumer.topics())
+    finally:
+        consumer.close()
+
+
+def _dead_letters(bootstrap: str) -> int:
+    """Records on the dead-letter topic (read from the start, no group)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        topic = ev.Topic.DEADLETTER.value
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        ends = consumer.end_offsets(parts)
+        starts = consumer.beginning_offsets(parts)
+        return sum(ends[tp] - starts[tp] for tp in parts)
+    finally:
+        consumer.close()

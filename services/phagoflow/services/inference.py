@@ -25,6 +25,7 @@ taking the argmax. Objects are measured and counted with the core, as in ``phago
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -156,17 +157,23 @@ class TritonTileBackend:
 
     def ready_version(self, version: str | None = None) -> str | None:
         """The version Triton serves: ``version`` (default the pinned one) if ready, or with
-        an empty version the newest ready one; None when none is ready or Triton is away."""
+        an empty version the newest ready one; None when none is ready or Triton is away.
+
+        Every call has the client timeout: a frozen Triton must not hang the worker.
+        """
         from tritonclient.utils import InferenceServerException
 
         wanted = self.version if version is None else version
+        t = self.timeout_s
         try:
-            if not self.client.is_model_ready(self.model, wanted):
+            if not self.client.is_model_ready(self.model, wanted, client_timeout=t):
                 return None
             if wanted:
                 return wanted
-            versions = list(self.client.get_model_metadata(self.model).versions)
-            ready = [v for v in versions if self.client.is_model_ready(self.model, v)]
+            versions = list(self.client.get_model_metadata(self.model, client_timeout=t).versions)
+            ready = [
+                v for v in versions if self.client.is_model_ready(self.model, v, client_timeout=t)
+            ]
         except InferenceServerException:
             return None
         return (
@@ -210,6 +217,46 @@ class TritonTileBackend:
                 )
             time.sleep(0.5)
 
+    def _infer(self, inp: Any, out: Any) -> Any:
+        """One request, answered or failed within ``timeout_s`` + 2 s whatever the server does.
+
+        gRPC's own deadline is not enough: with Triton frozen (SIGSTOP) while a large request
+        is being written, the blocking call was seen to hang far past its deadline, in
+        ``call.next_event()`` (the HTTP/2 flow-control window never reopens). So the request
+        is sent asynchronously and waited for here; past the hard deadline it is cancelled and
+        the channel replaced (requests already stuck on it cannot block the next ones).
+        """
+        from tritonclient.utils import InferenceServerException
+
+        done = threading.Event()
+        answer: dict[str, Any] = {}
+
+        def callback(result: Any, error: Any) -> None:
+            answer["result"], answer["error"] = result, error
+            done.set()
+
+        call = self.client.async_infer(
+            self.model,
+            [inp],
+            callback,
+            model_version=self.version,
+            outputs=[out],
+            client_timeout=self.timeout_s,
+        )
+        hard_s = self.timeout_s + 2.0
+        if not done.wait(hard_s):
+            call.cancel()
+            self._reconnect()
+            raise InferenceServerException(f"no answer within {hard_s:g} s: cancelled, reconnected")
+        if answer["error"] is not None:
+            raise answer["error"]
+        return answer["result"]
+
+    def _reconnect(self) -> None:
+        """A new gRPC channel; the old one is closed in the background (it may be wedged)."""
+        old, self.client = self.client, self._grpc.InferenceServerClient(self.url)
+        threading.Thread(target=old.close, name="triton-close", daemon=True).start()
+
     def __call__(self, tiles: NDArray[np.float32]) -> NDArray[np.float32]:
         from tritonclient.utils import InferenceServerException
 
@@ -220,13 +267,7 @@ class TritonTileBackend:
         delay = 0.5
         for attempt in range(1, self.retries + 1):
             try:
-                result = self.client.infer(
-                    self.model,
-                    [inp],
-                    model_version=self.version,
-                    outputs=[out],
-                    client_timeout=self.timeout_s,
-                )
+                result = self._infer(inp, out)
                 logits = result.as_numpy("logits")
                 if logits is None or logits.shape[:2] != (x.shape[0], 3):
                     raise PermanentError(f"Triton returned logits of shape {np.shape(logits)}")
