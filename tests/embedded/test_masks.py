@@ -112,3 +112,28 @@ def test_clear_stale_temps_only_removes_temporaries(tmp_path: Path) -> None:
     (folder / "r02c02f01p01.tiff").write_bytes(b"whole")
     assert clear_stale_temps(tmp_path / "masks") == 1
     assert [p.name for p in folder.iterdir()] == ["r02c02f01p01.tiff"]
+
+
+def test_code_digest_follows_core_imports_lazy_ones_included(tmp_path: Path) -> None:
+    from phagoflow.embedded.masks import _core_imports, code_digest
+
+    source = tmp_path / "m.py"
+    source.write_text(
+        "import numpy\nfrom phagoflow.core import cip\n"
+        "def f():\n    from phagoflow.core.tiling import make_tiles\n"
+    )
+    found = _core_imports(source)
+    assert "phagoflow.core.tiling" in found and not any(n.startswith("numpy") for n in found)
+    cip = code_digest(["phagoflow.core.cip"])
+    assert cip == code_digest(["phagoflow.core.cip"])  # stable
+    assert code_digest(["phagoflow.core.inference"]) != cip
+    # inference reaches tiling: hashing tiling on its own as well changes nothing
+    inference = code_digest(["phagoflow.core.inference"])
+    assert code_digest(["phagoflow.core.inference"], ["phagoflow.core.tiling"]) == inference
+
+
+def test_a_code_change_invalidates_the_mask(tmp_path: Path) -> None:
+    _, record = _record(tmp_path)
+    record["code_sha256"] = "a" * 64
+    changed = {**record, "code_sha256": "b" * 64}
+    assert reuse_mismatch(changed, record, REUSE_KEYS) == "code_sha256 changed"

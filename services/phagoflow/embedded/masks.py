@@ -2,7 +2,8 @@
 
 Every mask ``OUT/masks/<method>/rRRcCCfFFpPP.tiff`` carries, in its TIFF ImageDescription tag, a
 JSON *mask record*: the method, the segmenter's fingerprint and provenance (every CIP parameter,
-or the model's checksums and backend), the phagoflow version, the field, its size and pixel
+or the model's checksums and backend), the phagoflow version and a digest of the segmentation
+source code (:func:`code_digest`), the field, its size and pixel
 size, and for each channel role the source file (relative to the export), page, factor and
 SHA-256. Mask and record are one file, written to a temporary name and renamed
 (:func:`write_mask`), so a mask is never seen with another mask's record, whatever moment a run
@@ -16,11 +17,13 @@ parameters, can never make a later run trust a mask it did not make.
 
 from __future__ import annotations
 
+import ast
 import hashlib
+import importlib.util
 import json
 import math
 import os
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +38,7 @@ __all__ = [
     "REUSE_KEYS",
     "SOURCE_KEYS",
     "clear_stale_temps",
+    "code_digest",
     "mask_path",
     "mask_record",
     "read_mask",
@@ -50,7 +54,13 @@ MASK_SCHEMA = 1
 SOURCE_KEYS: tuple[str, ...] = ("schema", "field", "shape", "pixel_size_um", "sources")
 
 #: Record keys compared, one by one, before a stored mask is reused instead of recomputed.
-REUSE_KEYS: tuple[str, ...] = (*SOURCE_KEYS, "method", "fingerprint", "phagoflow_version")
+REUSE_KEYS: tuple[str, ...] = (
+    *SOURCE_KEYS,
+    "method",
+    "fingerprint",
+    "phagoflow_version",
+    "code_sha256",
+)
 
 _TMP_GLOB = ".*.tiff.*.tmp"
 _CHUNK = 1 << 20
@@ -73,6 +83,56 @@ def _sha256(path: Path, cache: MutableMapping[tuple[str, int, int], str]) -> str
                 h.update(chunk)
         digest = cache[key] = h.hexdigest()
     return digest
+
+
+def _core_imports(path: Path) -> list[str]:
+    """``phagoflow.core`` modules a source file imports, lazily imported ones included."""
+    names: list[str] = []
+    for node in ast.walk(ast.parse(path.read_bytes())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names += [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+        elif isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+    return [n for n in names if n.startswith("phagoflow.core.")]
+
+
+def code_digest(walk: Sequence[str], also: Sequence[str] = ()) -> str:
+    """SHA-256 of the source code that makes a method's masks.
+
+    The package version alone does not change when the code does (a development checkout, a
+    patched install), so mask records also carry this digest.
+
+    Parameters
+    ----------
+    walk : sequence of str
+        Modules hashed together with every ``phagoflow.core`` module they import, at any depth.
+    also : sequence of str
+        Modules hashed on their own (their imports are not followed).
+
+    Returns
+    -------
+    str
+        Hex digest over the module names and source bytes, in name order.
+    """
+    files: dict[str, Path] = {}
+    todo = [(name, True) for name in walk] + [(name, False) for name in also]
+    while todo:
+        name, follow = todo.pop()
+        if name in files:
+            continue
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):  # e.g. "pkg.module.ClassName" from a from-import
+            continue
+        if spec is None or spec.origin is None or not spec.origin.endswith(".py"):
+            continue
+        files[name] = Path(spec.origin)
+        if follow:
+            todo += [(n, True) for n in _core_imports(files[name])]
+    h = hashlib.sha256()
+    for name in sorted(files):
+        h.update(name.encode() + b"\0" + files[name].read_bytes() + b"\0")
+    return h.hexdigest()
 
 
 def source_digests(
