@@ -9,9 +9,18 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
+    from phagoflow.core.counting import WellSummary
+    from phagoflow.embedded.run import RunResult
 
 __all__ = ["get_arg_parser", "main"]
 
@@ -68,7 +77,11 @@ def get_arg_parser() -> argparse.ArgumentParser:
         description=(
             "Segment every field of a plate export and write OUT/masks/<method>/*.tiff, "
             "OUT/objects.csv, OUT/wells.csv, OUT/plate_heatmap.png, OUT/report.html and "
-            "OUT/run.json. Re-running skips fields already segmented with the same provenance."
+            "OUT/run.json. Each mask records what made it; re-running reuses a field's mask only "
+            "when that record matches (parameters, model, version, source checksums), so an "
+            "interrupted run resumes where it stopped. Exit status: 0 every field succeeded, "
+            "4 finished with failed fields, 1 could not run, 2 usage error, 130 interrupted "
+            "(Ctrl-C; 143 on SIGTERM)."
         ),
     )
     p.add_argument("export", type=Path, help="export folder (holding the index, or its parent)")
@@ -82,7 +95,13 @@ def get_arg_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--model", type=Path, default=None, help="U-Net model folder (default: packaged)"
     )
-    p.add_argument("--workers", type=int, default=None, help="worker processes (default 1)")
+    p.add_argument(
+        "--workers",
+        type=_worker_count,
+        default=None,
+        metavar="N",
+        help="worker processes, at least 1 (default PHAGOFLOW_WORKERS, else 1)",
+    )
     p.add_argument(
         "--cip-params",
         type=Path,
@@ -445,45 +464,144 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
-    from phagoflow.embedded.run import run_plate
+#: Exit statuses of ``phagoflow run`` (README, "Exit statuses"); interrupted is 128 + signal.
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_FAILED_FIELDS = 0, 1, 2, 4
 
-    settings, cip_params = _settings_cip(args.cip_params)
-    methods = ("cip", "cdl") if args.method == "all" else (args.method,)
-    result = run_plate(
-        args.export,
-        args.out,
-        methods=methods,
-        model_dir=args.model or settings.model_dir,
-        workers=args.workers or settings.workers,
-        cip_params=cip_params,
-        backend=args.backend or settings.inference_backend,
-        batch_size=settings.inference_batch_size,
-        threads=settings.inference_threads,
-        overlays=settings.overlays,
-        progress=not args.quiet,
-        channel_roles=_channel_roles(args),
-    )
+
+def _worker_count(text: str) -> int:
+    """argparse type of ``--workers``: a whole number of at least 1."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return n
+
+
+def _settings_message(exc: ValidationError) -> str:
+    """One line naming each bad ``PHAGOFLOW_*`` variable, its value and what is wrong."""
+    parts = []
+    for err in exc.errors():
+        name = "PHAGOFLOW_" + "__".join(str(part) for part in err["loc"]).upper()
+        parts.append(f"{name}={err.get('input')!r}: {err['msg']}")
+    return "invalid setting " + "; ".join(parts)
+
+
+class _StopSignals:
+    """While active, SIGINT and SIGTERM raise ``KeyboardInterrupt``; remembers which came.
+
+    A signal the parent process set to be ignored (a background job's SIGINT) stays ignored.
+    """
+
+    def __init__(self) -> None:
+        self.signum = signal.SIGINT
+        self._previous: dict[int, Any] = {}
+
+    def _raise(self, signum: int, frame: object) -> None:
+        self.signum = signal.Signals(signum)
+        raise KeyboardInterrupt
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                if signal.getsignal(sig) is not signal.SIG_IGN:
+                    self._previous[sig] = signal.signal(sig, self._raise)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    @property
+    def exit_status(self) -> int:
+        return 128 + int(self.signum)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except KeyboardInterrupt:  # while importing, before the run's own handling starts
+        print("phagoflow: interrupted before the run started; nothing written", file=sys.stderr)
+        return 128 + signal.SIGINT
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from phagoflow.embedded.run import RunError, run_plate
+
+    try:
+        settings, cip_params = _settings_cip(args.cip_params)
+    except ValidationError as exc:
+        return _fail(ValueError(_settings_message(exc)))
+    with _StopSignals() as stop:
+        try:
+            result = run_plate(
+                args.export,
+                args.out,
+                methods=("cip", "cdl") if args.method == "all" else (args.method,),
+                model_dir=args.model or settings.model_dir,
+                workers=args.workers if args.workers is not None else settings.workers,
+                cip_params=cip_params,
+                backend=args.backend or settings.inference_backend,
+                batch_size=settings.inference_batch_size,
+                threads=settings.inference_threads,
+                overlays=settings.overlays,
+                progress=not args.quiet,
+                channel_roles=_channel_roles(args),
+            )
+        except KeyboardInterrupt:
+            print(
+                f"phagoflow: interrupted ({stop.signum.name}); the fields finished so far are kept "
+                f"in {args.out} and a re-run resumes from them",
+                file=sys.stderr,
+            )
+            return stop.exit_status
+        except (RunError, OSError, ValueError) as exc:  # PlateFormatError, ModelDirError too
+            return _fail(exc)
+    _print_run(result)
+    if result.interrupted:
+        return stop.exit_status
+    return EXIT_FAILED_FIELDS if result.failures else EXIT_OK
+
+
+def _print_run(result: RunResult) -> None:
     _print_wells(result.wells)
-    n_fields = len(result.catalogue.fields) + len(result.catalogue.problems)
-    done = len({o.name for o in result.outcomes if o.error is None})
     print(
-        f"\nplate {result.catalogue.plate_id}: {done}/{n_fields} fields in {result.seconds:.1f} s, "
-        f"{len(result.failures)} failure(s)"
+        f"\nplate {result.catalogue.plate_id}: {result.fields_done}/{result.fields_total} fields "
+        f"in {result.seconds:.1f} s, {len(result.failures)} failure(s); {result.status}"
     )
     for f in result.failures:
-        print(f"  FAILED {f['field'] or f['path']} [{f['stage']}]: {f['reason']}")
+        where = f" ({f['path']})" if f["path"] and f["path"] not in f["reason"] else ""
+        print(f"  FAILED {f['field'] or f['path']} [{f['method']}, {f['stage']}]{where}: ", end="")
+        print(f["reason"])
+    if result.interrupted:
+        print("  INTERRUPTED: re-run the same command to resume from the finished fields")
     print(f"report: {result.out_dir / 'report.html'}")
     print(f"wells:  {result.out_dir / 'wells.csv'}")
-    return 0
 
 
-def _print_wells(wells) -> None:  # type: ignore[no-untyped-def]
-    header = f"{'well':<7} {'method':<6} {'fields':>6} {'phagophores':>12} {'autolysosomes':>14}"
+def _print_wells(wells: Sequence[WellSummary]) -> None:
+    header = (
+        f"{'well':<7} {'method':<6} {'fields ok':>9} {'phagophores':>12} {'autolysosomes':>14}"
+        f" {'per field':>13}"
+    )
     print(header)
     print("-" * len(header))
     for w in wells:
-        print(f"{w.well:<7} {w.method:<6} {w.fields:>6} {w.phagophores:>12} {w.autolysosomes:>14}")
+        row = w.as_row()
+        ph, al = ("-" if row[k] is None else row[k] for k in ("phagophores", "autolysosomes"))
+        means = (
+            f"{w.phagophores_per_field_mean:.1f}/{w.autolysosomes_per_field_mean:.1f}"
+            if w.fields_ok
+            else "-"
+        )
+        flag = "  <- fields failed" if w.fields_failed else ""
+        print(
+            f"{w.well:<7} {w.method:<6} {f'{w.fields_ok}/{w.fields}':>9} {ph:>12} {al:>14} "
+            f"{means:>13}{flag}"
+        )
 
 
 def _fail(exc: BaseException) -> int:
@@ -810,9 +928,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from phagoflow.core.model_dir import ModelDirError
-    from phagoflow.core.opera.catalogue import PlateFormatError
-
+    try:
+        from phagoflow.core.model_dir import ModelDirError  # imports torch: seconds
+        from phagoflow.core.opera.catalogue import PlateFormatError
+    except KeyboardInterrupt:
+        print("phagoflow: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
     try:
         return int(args.func(args))
     except (PlateFormatError, ModelDirError) as exc:

@@ -12,6 +12,7 @@ import tifffile
 import torch
 
 from phagoflow.cli import main
+from phagoflow.core.counting import WELL_COLUMNS
 from phagoflow.core.model_dir import save_model_dir
 from phagoflow.core.normalisation import NormalisationConfig
 from phagoflow.core.qc import relative_difference
@@ -69,3 +70,35 @@ def test_missing_model_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFi
                "--model", str(tmp_path / "no-model")])  # fmt: skip
     assert rc == 1
     assert "no-model" in capsys.readouterr().err
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open() as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_running_another_method_keeps_the_first_methods_results(
+    tmp_path: Path, model_dir: Path
+) -> None:
+    plate = tmp_path / "plate"
+    assert main(["-q", "simulate", str(plate), "--wells", "2", "--fields", "1", "--seed", "5"]) == 0
+    out = tmp_path / "out"
+    assert main(["-q", "run", str(plate), "--out", str(out), "--method", "cip"]) == 0
+    cip_masks = {p.name: p.read_bytes() for p in (out / "masks" / "cip").glob("*.tiff")}
+    cip_wells = [{c: r[c] for c in WELL_COLUMNS} for r in _rows(out / "wells.csv")]
+    cip_objects = _rows(out / "objects.csv")
+    cip_fp = json.loads((out / "run.json").read_text())["methods"]["cip"]["fingerprint"]
+
+    rc = main(["-q", "run", str(plate), "--out", str(out), "--method", "cdl",
+               "--model", str(model_dir)])  # fmt: skip
+    assert rc == 0
+    assert {p.name: p.read_bytes() for p in (out / "masks" / "cip").glob("*.tiff")} == cip_masks
+    rows = _rows(out / "wells.csv")
+    assert [{c: r[c] for c in WELL_COLUMNS} for r in rows if r["method"] == "cip"] == cip_wells
+    assert {r["method"] for r in rows} == {"cip", "cdl"}
+    assert "cip_cdl_disagreement_phagophores" in rows[0]
+    assert [o for o in _rows(out / "objects.csv") if o["method"] == "cip"] == cip_objects
+    methods = json.loads((out / "run.json").read_text())["methods"]
+    assert methods["cdl"]["ran"] is True and methods["cdl"]["fields_done"] == 2
+    assert methods["cip"]["ran"] is False and methods["cip"]["fields_done"] == 2
+    assert [m["fingerprint"] for m in methods["cip"]["kept_from_masks"]] == [cip_fp]

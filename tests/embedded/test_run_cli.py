@@ -109,17 +109,22 @@ def test_bad_field_is_reported_and_the_rest_of_the_plate_is_processed(tmp_path: 
     victim = sorted(plate.rglob("r02c02f01p01-ch1*.tiff"))[0]
     victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])  # truncated TIFF
     out = tmp_path / "out"
-    assert main(["-q", "run", str(plate), "--out", str(out), "--workers", "2"]) == 0
+    # finished, but with a failed field: exit status 4, never 0
+    assert main(["-q", "run", str(plate), "--out", str(out), "--workers", "2"]) == 4
     run = json.loads((out / "run.json").read_text())
+    assert run["status"] == "failed_fields"
     failed = run["failed_fields"]
     assert len(failed) == 1 and failed[0]["field"] == "r02c02f01p01"
     assert victim.name in failed[0]["reason"]
+    assert failed[0]["path"] == str(victim) and failed[0]["stage"] == "read"
     assert sorted(p.name for p in (out / "masks" / "cip").glob("*.tiff")) == [
         "r02c02f02p01.tiff",
         "r02c03f01p01.tiff",
         "r02c03f02p01.tiff",
     ]
     with (out / "wells.csv").open() as fh:
-        fields = {r["well"]: int(r["fields"]) for r in csv.DictReader(fh)}
-    assert fields == {"r02c02": 1, "r02c03": 2}
+        fields = {
+            r["well"]: (r["fields"], r["fields_ok"], r["fields_failed"]) for r in csv.DictReader(fh)
+        }
+    assert fields == {"r02c02": ("2", "1", "1"), "r02c03": ("2", "2", "0")}
     assert "r02c02f01p01" in (out / "report.html").read_text()

@@ -5,16 +5,24 @@ export with :mod:`phagoflow.core.opera`, segments every field with each requeste
 :class:`~phagoflow.core.segmenters.Segmenter`, counts objects with
 :mod:`phagoflow.core.counting`, and writes::
 
-    OUT/masks/<method>/rRRcCCfFFpPP.tiff   uint8 label mask per field (0/1/2), field-sized
+    OUT/masks/<method>/rRRcCCfFFpPP.tiff   uint8 label mask per field (0/1/2), field-sized, with
+                                           its mask record (what made it) in the TIFF
     OUT/objects.csv                        one row per object
-    OUT/wells.csv                          one row per well and method
-    OUT/plate_heatmap.png                  counts on the plate layout, per class and method
-    OUT/report.html                        self-contained summary, heat-maps, overlays, failures
+    OUT/wells.csv                          one row per imaged well and method
+    OUT/plate_heatmap.png                  per-field means on the plate layout; failed fields marked
+    OUT/report.html                        failures first, then summary, heat-maps, overlays
     OUT/run.json                           provenance: index checksum, parameters, versions, timings
 
-Re-running on the same OUT skips the segmentation of fields whose mask was written by a
-segmenter with the same fingerprint (parameters, model checksum, version); objects are re-measured
-from the stored masks, which is cheap. A field that cannot be read is reported, never fatal.
+Before any work the output folder, the free space and the worker count are checked
+(:mod:`phagoflow.embedded.preflight`); a refusal is a :class:`RunError` and leaves ``OUT`` as it
+was. Re-running on the same OUT reuses a field's mask only when the record stored in the mask
+matches, key by key, what this run would record (:mod:`phagoflow.embedded.masks`); objects are
+re-measured from the stored masks, which is cheap. An interrupted run (Ctrl-C) stops its workers
+at once, writes the tables, ``run.json`` and the report of the fields finished so far, marked
+``interrupted``, and a re-run resumes from every finished field. Masks of a method not run this
+time (``--method cdl`` into a folder made with ``--method cip``) are measured again and kept in
+the tables. A field that cannot be read or segmented is reported, never fatal; an output folder
+that cannot be written stops the run.
 """
 
 from __future__ import annotations
@@ -26,17 +34,15 @@ import math
 import os
 import platform
 import time
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections import Counter
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import tifffile
 from numpy.typing import NDArray
 from tqdm import tqdm
 
@@ -45,6 +51,7 @@ from phagoflow.core.cip import CipParameters
 from phagoflow.core.counting import (
     OBJECT_COLUMNS,
     WELL_COLUMNS,
+    FailedField,
     FieldCounts,
     ObjectRecord,
     WellSummary,
@@ -55,31 +62,114 @@ from phagoflow.core.counting import (
 from phagoflow.core.opera import PlateCatalogue, RoleOverrides, load_field, read_plate
 from phagoflow.core.opera.catalogue import FieldKey, FieldRecord, PlateFormatError
 from phagoflow.core.qc import well_disagreement
-from phagoflow.core.segmenters import Segmenter, make_segmenter
+from phagoflow.core.segmenters import METHODS, Segmenter, make_segmenter
+from phagoflow.embedded.fieldpool import FieldPool, PoolError, WorkerFailure
+from phagoflow.embedded.masks import (
+    REUSE_KEYS,
+    SOURCE_KEYS,
+    clear_stale_temps,
+    code_digest,
+    mask_path,
+    mask_record,
+    read_mask,
+    reuse_mismatch,
+    source_digests,
+    write_mask,
+)
+from phagoflow.embedded.preflight import (
+    RunError,
+    check_free_space,
+    check_out_dir,
+    check_workers,
+    estimate_output_bytes,
+    output_lock,
+)
 
-__all__ = ["FieldOutcome", "RunResult", "run_plate", "write_wells_csv"]
+__all__ = [
+    "STATUS_COMPLETE",
+    "STATUS_FAILED_FIELDS",
+    "STATUS_INTERRUPTED",
+    "FieldOutcome",
+    "RunError",
+    "RunResult",
+    "run_plate",
+    "write_wells_csv",
+]
 
 logger = logging.getLogger(__name__)
 
 _PACKAGES = ("numpy", "scipy", "scikit-image", "tifffile", "pydantic", "torch", "onnxruntime")
 
+#: Where each method's mask-making code starts (hashed with its phagoflow.core imports, and
+#: with segmenters.py, into every mask record: see phagoflow.embedded.masks.code_digest).
+_MASK_CODE = {"cip": "phagoflow.core.cip", "cdl": "phagoflow.core.inference"}
+
+#: :attr:`RunResult.status`: every field of every method succeeded.
+STATUS_COMPLETE = "complete"
+#: Every field was tried; some could not be read or segmented (listed in ``failures``).
+STATUS_FAILED_FIELDS = "failed_fields"
+#: Stopped by Ctrl-C (or SIGTERM) part way: the outputs cover the fields finished so far.
+STATUS_INTERRUPTED = "interrupted"
+
 
 @dataclass
 class FieldOutcome:
-    """What happened to one field for one method."""
+    """What happened to one field for one method.
+
+    Attributes
+    ----------
+    name, method : str
+        Field name ``rRRcCCfFFpPP`` and method.
+    objects, counts
+        The measured objects and their counts; empty / ``None`` unless the field was counted.
+    error : str or None
+        Why the field failed (``"Type: message"``); ``None`` when it did not fail.
+    stage : str
+        Where it failed: ``"read"``, ``"segment"``, ``"write"``, ``"measure"`` or ``"worker"``.
+    path : str
+        The file a failure is about (the source file named by the error, else the field's
+        source files joined by ``" + "``; the mask for a write failure).
+    reused : bool
+        The stored mask was used: its record matched this run's (or, ``kept``, the pixels).
+    kept : bool
+        The method was not run this time; its stored mask was measured.
+    not_kept : str
+        For ``kept``: why the stored mask could not be used (no counts, not a failure).
+    recomputed_because : str
+        Why a stored mask was not reused (``"no mask"``, ``"fingerprint changed"``, ...).
+    made_by : dict or None
+        For ``kept``: fingerprint, version and segmenter provenance from the mask record.
+    fatal : bool
+        The output folder could not be written: the run stops.
+    seconds : dict of str to float
+        ``read``, ``segment`` and ``measure`` wall times, in seconds.
+    """
 
     name: str
     method: str
     objects: list[ObjectRecord] = field(default_factory=list)
     counts: FieldCounts | None = None
     error: str | None = None
+    stage: str = ""
+    path: str = ""
     reused: bool = False
+    kept: bool = False
+    not_kept: str = ""
+    recomputed_because: str = ""
+    made_by: dict[str, Any] | None = None
+    fatal: bool = False
     seconds: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
 class RunResult:
-    """Summary returned by :func:`run_plate`."""
+    """Summary returned by :func:`run_plate`.
+
+    ``methods`` are every method with results in ``OUT`` (``methods_run`` plus
+    ``kept_methods``); ``status`` is one of :data:`STATUS_COMPLETE`,
+    :data:`STATUS_FAILED_FIELDS`, :data:`STATUS_INTERRUPTED`; ``fields_total`` counts the
+    plate's fields, readable or not.
+    """
 
     out_dir: Path
     catalogue: PlateCatalogue
@@ -88,10 +178,36 @@ class RunResult:
     outcomes: list[FieldOutcome]
     failures: list[dict[str, str]]
     seconds: float
+    status: str = STATUS_COMPLETE
+    methods_run: tuple[str, ...] = ()
+    kept_methods: tuple[str, ...] = ()
+    fields_total: int = 0
 
     @property
     def fields_done(self) -> int:
-        return sum(1 for o in self.outcomes if o.error is None)
+        """Fields with at least one method counted."""
+        return len({o.name for o in self.outcomes if o.counts is not None})
+
+    @property
+    def interrupted(self) -> bool:
+        return self.status == STATUS_INTERRUPTED
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What a run does, decided in the parent before any field is touched (picklable: it is
+    sent to every worker; the segmenters are built from ``specs`` there)."""
+
+    methods: tuple[str, ...]
+    kept: tuple[str, ...]
+    specs: dict[str, dict[str, Any]]
+    made_by: dict[str, dict[str, Any]]
+    threads: int
+    settings: dict[str, Any]
+
+    @property
+    def all_methods(self) -> tuple[str, ...]:
+        return tuple(m for m in METHODS if m in self.methods or m in self.kept)
 
 
 # --------------------------------------------------------------------------- worker state
@@ -99,13 +215,7 @@ class RunResult:
 _STATE: dict[str, Any] = {}
 
 
-def _init_worker(
-    catalogue: PlateCatalogue,
-    out_dir: Path,
-    specs: dict[str, dict[str, Any]],
-    reuse: dict[str, str],
-    threads: int,
-) -> None:
+def _set_threads(threads: int) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     try:
         import torch
@@ -113,79 +223,127 @@ def _init_worker(
         torch.set_num_threads(threads)
     except ImportError:  # pragma: no cover - torch is a hard dependency
         pass
+
+
+def _init_state(
+    catalogue: PlateCatalogue, out_dir: Path, segmenters: dict[str, Segmenter], plan: _Plan
+) -> None:
     _STATE.clear()
     _STATE.update(
-        catalogue=catalogue,
-        out_dir=out_dir,
-        segmenters={m: make_segmenter(m, **kw) for m, kw in specs.items()},
-        reuse=reuse,
+        catalogue=catalogue, out_dir=out_dir, segmenters=segmenters, plan=plan, digests={}
     )
 
 
-def _mask_path(out_dir: Path, method: str, name: str) -> Path:
-    return out_dir / "masks" / method / f"{name}.tiff"
-
-
-def _write_mask(path: Path, mask: NDArray[Any]) -> None:
-    """Write atomically: a crash never leaves a half-written mask that a re-run would trust."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tifffile.imwrite(tmp, mask, compression="zlib", metadata=None)
-    os.replace(tmp, path)
-
-
-def _read_mask(path: Path, shape: tuple[int, ...]) -> NDArray[Any] | None:
-    try:
-        mask = tifffile.imread(path)
-    except Exception:
-        return None
-    if mask.shape != shape or mask.dtype != np.uint8 or mask.max(initial=0) > 2:
-        return None
-    return np.asarray(mask)
+def _init_worker(catalogue: PlateCatalogue, out_dir: Path, plan: _Plan) -> None:
+    _set_threads(plan.threads)
+    segmenters = {m: make_segmenter(m, **kw) for m, kw in plan.specs.items()}
+    _init_state(catalogue, out_dir, segmenters, plan)
 
 
 def _process_field(record: FieldRecord) -> list[FieldOutcome]:
-    """Load one field and segment + count it with every method (runs in a worker)."""
+    """Load one field, then segment (or reuse) and count it with every method (in a worker)."""
     catalogue: PlateCatalogue = _STATE["catalogue"]
-    out_dir: Path = _STATE["out_dir"]
-    segmenters: dict[str, Segmenter] = _STATE["segmenters"]
-    reuse: dict[str, str] = _STATE["reuse"]
-    name = record.key.name
+    plan: _Plan = _STATE["plan"]
     t0 = time.perf_counter()
     try:
         image = load_field(catalogue, record)
+        sources = source_digests(record, catalogue.root, _STATE["digests"])
     except (PlateFormatError, OSError, ValueError) as exc:
-        return [FieldOutcome(name, m, error=f"{type(exc).__name__}: {exc}") for m in segmenters]
+        reason = f"{type(exc).__name__}: {exc}"
+        path = _failing_file(record, str(exc))
+        return [
+            FieldOutcome(record.key.name, m, error=reason, stage="read", path=path)
+            for m in plan.all_methods
+        ]
     t_read = time.perf_counter() - t0
-    outcomes = []
-    for method, segmenter in segmenters.items():
-        path = _mask_path(out_dir, method, name)
-        t1 = time.perf_counter()
-        mask = _read_mask(path, image.shape[1:]) if method in reuse else None
-        reused = mask is not None
+    pixels = mask_record(
+        {},
+        field=record.key.name,
+        shape=(image.shape[1], image.shape[2]),
+        pixel_size_um=catalogue.pixel_size_um,
+        sources=sources,
+    )
+    outcomes = [_segment_one(m, record, image, pixels) for m in plan.methods]
+    for o in outcomes:
+        o.seconds["read"] = t_read
+    return outcomes + [_keep_one(m, record, image, pixels) for m in plan.kept]
+
+
+def _segment_one(
+    method: str, record: FieldRecord, image: NDArray[Any], pixels: dict[str, Any]
+) -> FieldOutcome:
+    """Reuse the stored mask if its record matches this run's, else segment and store."""
+    catalogue: PlateCatalogue = _STATE["catalogue"]
+    plan: _Plan = _STATE["plan"]
+    name = record.key.name
+    path = mask_path(_STATE["out_dir"], method, name)
+    expected = {**pixels, **plan.made_by[method]}
+    t1 = time.perf_counter()
+    stored = read_mask(path, (image.shape[1], image.shape[2]))
+    why = "no mask" if stored is None else reuse_mismatch(stored[1], expected, REUSE_KEYS)
+    if stored is not None and why is None:
+        mask = stored[0]
+    else:
         try:
-            if mask is None:
-                mask = segmenter.segment(image, catalogue.pixel_size_um)
-                _write_mask(path, mask)
-            t2 = time.perf_counter()
-            objects = measure_objects(image, mask, catalogue.pixel_size_um)
-            counts = count_field(objects, plate=catalogue.plate_id, key=record.key, method=method)
+            mask = _STATE["segmenters"][method].segment(image, catalogue.pixel_size_um)
         except Exception as exc:
             logger.exception("field %s failed with %s", name, method)
-            outcomes.append(FieldOutcome(name, method, error=f"{type(exc).__name__}: {exc}"))
-            continue
-        t3 = time.perf_counter()
-        outcomes.append(
-            FieldOutcome(
-                name,
-                method,
-                objects=objects,
-                counts=counts,
-                reused=reused,
-                seconds={"read": t_read, "segment": t2 - t1, "measure": t3 - t2},
+            reason, files = f"{type(exc).__name__}: {exc}", _failing_file(record, str(exc))
+            return FieldOutcome(name, method, error=reason, stage="segment", path=files)
+        try:
+            write_mask(path, mask, {**expected, "created": _now()})
+        except OSError as exc:
+            reason = f"cannot write {path}: {exc.strerror or exc}"
+            return FieldOutcome(
+                name, method, error=reason, stage="write", path=str(path), fatal=True
             )
-        )
-    return outcomes
+    outcome = _measured(name, method, record.key, image, mask)
+    outcome.reused, outcome.recomputed_because = why is None, why or ""
+    outcome.seconds["segment"] = time.perf_counter() - t1 - outcome.seconds.get("measure", 0.0)
+    return outcome
+
+
+def _keep_one(
+    method: str, record: FieldRecord, image: NDArray[Any], pixels: dict[str, Any]
+) -> FieldOutcome:
+    """Measure the stored mask of a method not run this time, if it was made from these pixels."""
+    name = record.key.name
+    shape = (image.shape[1], image.shape[2])
+    stored = read_mask(mask_path(_STATE["out_dir"], method, name), shape)
+    why = "no mask" if stored is None else reuse_mismatch(stored[1], pixels, SOURCE_KEYS)
+    if stored is None or why is not None:
+        return FieldOutcome(name, method, kept=True, not_kept=why or "")
+    outcome = _measured(name, method, record.key, image, stored[0])
+    outcome.reused = outcome.kept = True
+    rec = stored[1] or {}
+    outcome.made_by = {k: rec.get(k) for k in ("fingerprint", "phagoflow_version", "segmenter")}
+    return outcome
+
+
+def _measured(
+    name: str, method: str, key: FieldKey, image: NDArray[Any], mask: NDArray[Any]
+) -> FieldOutcome:
+    catalogue: PlateCatalogue = _STATE["catalogue"]
+    t = time.perf_counter()
+    try:
+        objects = measure_objects(image, mask, catalogue.pixel_size_um)
+        counts = count_field(objects, plate=catalogue.plate_id, key=key, method=method)
+    except Exception as exc:
+        logger.exception("field %s: measuring the %s mask failed", name, method)
+        return FieldOutcome(name, method, error=f"{type(exc).__name__}: {exc}", stage="measure")
+    seconds = {"measure": time.perf_counter() - t}
+    return FieldOutcome(name, method, objects=objects, counts=counts, seconds=seconds)
+
+
+def _failing_file(record: FieldRecord, message: str) -> str:
+    """The source file an error message names, else all of the field's source files."""
+    files = sorted({str(src.path) for src in record.sources.values()})
+    named = [f for f in files if f in message or Path(f).name in message]
+    return named[0] if named else " + ".join(files)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 # --------------------------------------------------------------------------- provenance
@@ -197,17 +355,6 @@ def _package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[pkg] = "not installed"
     return versions
-
-
-def _previous_fingerprints(out_dir: Path, index_sha256: str) -> dict[str, str]:
-    """Fingerprints of the last run in ``out_dir`` on the same export, by method."""
-    try:
-        previous = json.loads((out_dir / "run.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    if previous.get("export", {}).get("index_sha256") != index_sha256:
-        return {}
-    return {m: v["fingerprint"] for m, v in previous.get("methods", {}).items()}
 
 
 # --------------------------------------------------------------------------- main entry
@@ -239,13 +386,19 @@ def run_plate(
     model_dir : path, optional
         U-Net model folder for ``cdl``; default: the packaged model.
     workers : int
-        Worker processes (fields are processed in parallel).
+        Worker processes, at least 1 (fields are processed in parallel).
     cip_params : CipParameters, optional
-        CIP parameters; recorded in ``run.json``.
+        CIP parameters; recorded in every CIP mask and in ``run.json``.
+    backend : {'onnxruntime', 'torch'}
+        U-Net backend.
+    batch_size : int
+        U-Net tiles (256 × 256 px) per forward pass.
     threads : int, optional
         Intra-op threads per worker (default: cores // workers, at least 1).
     overlays : int
-        Number of field overlays in the report.
+        Number of field overlays in the report (none when interrupted).
+    progress : bool
+        Show a progress bar.
     channel_roles : mapping, optional
         Channel-role override (``--channel-role``): channel name or id → ``"dsred"``,
         ``"phluorin"``, ``"both"`` or ``"none"`` (see :mod:`phagoflow.core.opera.roles`).
@@ -253,114 +406,286 @@ def run_plate(
     Returns
     -------
     RunResult
+        With ``status`` :data:`STATUS_INTERRUPTED` when a ``KeyboardInterrupt`` stopped the
+        field loop (the outputs then cover the finished fields).
+
+    Raises
+    ------
+    RunError
+        Before any work: bad ``workers``, an output folder that is a file, not writable, in
+        use by another run or without room; or later, when the output folder stops accepting
+        writes (the finished masks are kept).
+    PlateFormatError, ModelDirError
+        The export or the model folder cannot be used.
     """
     started = time.perf_counter()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    catalogue = read_plate(export, channel_roles=channel_roles)
+    check_workers(workers)
     methods = tuple(dict.fromkeys(methods))
-    cip_params = cip_params if cip_params is not None else CipParameters()
-    threads = threads or max(1, (os.cpu_count() or 1) // workers)
+    room = check_out_dir(out, methods)
+    catalogue = read_plate(export, channel_roles=channel_roles)
+    if not catalogue.fields and not catalogue.problems:
+        raise RunError(f"{catalogue.index_path}: the export has no acquired field to process")
+    settings = {
+        "workers": workers,
+        "threads": threads or max(1, (os.cpu_count() or 1) // workers),
+        "inference_backend": backend,
+        "inference_batch_size": batch_size,
+        "overlays": overlays,
+        "channel_roles": dict(channel_roles or {}),
+    }
+    plan, segmenters = _make_plan(
+        out, methods, settings, cip_params=cip_params, model_dir=model_dir
+    )
+    needed = estimate_output_bytes(len(catalogue.fields), catalogue.size_yx, len(methods))
+    free = check_free_space(room, needed)
+    settings["preflight"] = {"free_bytes": free, "needed_bytes_estimate": needed}
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunError(f"cannot create --out {out}: {exc.strerror or exc}") from None
+    # Imported now (matplotlib, ~0.6 s), not after a Ctrl-C: the partial report comes sooner.
+    # Not at module level: the workers import this module and never draw.
+    import phagoflow.embedded.report  # noqa: F401
+
+    with output_lock(out):
+        clear_stale_temps(out / "masks")
+        _log_start(catalogue, plan)
+        outcomes, stop = _segment_plate(catalogue, out, plan, segmenters, progress=progress)
+        return _finish(catalogue, out, plan, outcomes, stop, time.perf_counter() - started)
+
+
+def _make_plan(
+    out: Path,
+    methods: tuple[str, ...],
+    settings: dict[str, Any],
+    *,
+    cip_params: CipParameters | None,
+    model_dir: Path | None,
+) -> tuple[_Plan, dict[str, Segmenter]]:
+    """Build the segmenters once in the parent: validates the model early, gives provenance."""
     specs: dict[str, dict[str, Any]] = {}
     for m in methods:
         if m == "cip":
-            specs[m] = {"cip_params": cip_params}
+            specs[m] = {"cip_params": cip_params if cip_params is not None else CipParameters()}
         else:
             specs[m] = {
                 "model_dir": model_dir,
-                "backend": backend,
-                "batch_size": batch_size,
-                "threads": threads,
+                "backend": settings["inference_backend"],
+                "batch_size": settings["inference_batch_size"],
+                "threads": settings["threads"],
             }
-    # Build once in the parent: validates the model folder early and gives fingerprints.
-    parent_segmenters = {m: make_segmenter(m, **kw) for m, kw in specs.items()}
-    fingerprints = {m: s.fingerprint for m, s in parent_segmenters.items()}
-    previous = _previous_fingerprints(out, catalogue.index_sha256)
-    reuse = {m: fp for m, fp in fingerprints.items() if previous.get(m) == fp}
+    segmenters = {m: make_segmenter(m, **kw) for m, kw in specs.items()}
+    made_by = {
+        m: {
+            "method": m,
+            "fingerprint": s.fingerprint,
+            "phagoflow_version": __version__,
+            "code_sha256": code_digest(
+                [_MASK_CODE.get(m, "phagoflow.core.segmenters")], ["phagoflow.core.segmenters"]
+            ),
+            "segmenter": s.provenance,
+        }
+        for m, s in segmenters.items()
+    }
+    kept = tuple(m for m in METHODS if m not in methods and any((out / "masks" / m).glob("*.tiff")))
+    return _Plan(methods, kept, specs, made_by, settings["threads"], settings), segmenters
+
+
+def _log_start(catalogue: PlateCatalogue, plan: _Plan) -> None:
     logger.info(
         "plate %s: %d fields, %d wells, methods %s, %d worker(s)%s",
         catalogue.plate_id,
         len(catalogue.fields),
         len(catalogue.wells),
-        ",".join(methods),
-        workers,
-        f"; reusing masks for {','.join(reuse)}" if reuse else "",
+        ",".join(plan.methods),
+        plan.settings["workers"],
+        f"; keeping the masks of {','.join(plan.kept)}" if plan.kept else "",
     )
 
+
+def _segment_plate(
+    catalogue: PlateCatalogue,
+    out: Path,
+    plan: _Plan,
+    segmenters: dict[str, Segmenter],
+    *,
+    progress: bool,
+) -> tuple[list[FieldOutcome], str | None]:
+    """Every field through :func:`_process_field`; returns the outcomes and why it stopped early.
+
+    The reason is :data:`STATUS_INTERRUPTED` after a ``KeyboardInterrupt`` (the workers are
+    terminated at once), a message when the output folder could not be written, else ``None``.
+    """
     outcomes: list[FieldOutcome] = []
+    stop: str | None = None
     bar = tqdm(
         total=len(catalogue.fields),
         desc=f"{catalogue.plate_id} fields",
         unit="field",
         disable=not progress,
     )
+    results = _iterate(catalogue, out, plan, segmenters)
     try:
-        for field_outcomes in _iterate(catalogue, out, specs, reuse, workers, threads):
+        for field_outcomes in results:
             outcomes.extend(field_outcomes)
             bar.update(1)
+            fatal = next((o for o in field_outcomes if o.fatal), None)
+            if fatal is not None:
+                stop = str(fatal.error)
+                break
+    except KeyboardInterrupt:
+        stop = STATUS_INTERRUPTED
+        logger.info("interrupted after %d fields: stopping the workers", bar.n)
+    except PoolError as exc:
+        raise RunError(str(exc)) from None
     finally:
+        results.close()  # terminates the workers when the loop did not run to its end
         bar.close()
-    outcomes.sort(key=lambda o: (o.name, methods.index(o.method)))
-
-    failures = [
-        {"field": p.key.name if p.key else "", "path": p.path, "reason": p.reason, "stage": "read"}
-        for p in catalogue.problems
-    ]
-    failures += [
-        {"field": o.name, "path": "", "reason": o.error, "stage": o.method}
-        for o in outcomes
-        if o.error is not None
-    ]
-    wells = aggregate_wells(o.counts for o in outcomes if o.counts is not None)
-    elapsed = time.perf_counter() - started
-
-    _write_objects_csv(out / "objects.csv", catalogue, outcomes)
-    write_wells_csv(out / "wells.csv", wells, methods)
-    from phagoflow.embedded.report import write_heatmap, write_report
-
-    write_heatmap(out / "plate_heatmap.png", catalogue, wells, methods)
-    result = RunResult(out, catalogue, methods, wells, outcomes, failures, elapsed)
-    _write_run_json(out / "run.json", result, parent_segmenters, fingerprints, workers)
-    write_report(out / "report.html", result, n_overlays=overlays)
-    logger.info(
-        "plate %s done: %d/%d fields in %.1f s, %d failure(s); report %s",
-        catalogue.plate_id,
-        len({o.name for o in outcomes if o.error is None}),
-        len(catalogue.fields) + len(catalogue.problems),
-        elapsed,
-        len(failures),
-        out / "report.html",
-    )
-    return result
+    if stop is not None:
+        logger.debug("workers stopped; writing the partial results")
+    return outcomes, stop
 
 
 def _iterate(
-    catalogue: PlateCatalogue,
-    out: Path,
-    specs: dict[str, dict[str, Any]],
-    reuse: dict[str, str],
-    workers: int,
-    threads: int,
-) -> Iterator[list[FieldOutcome]]:
-    args = (catalogue, out, specs, reuse, threads)
+    catalogue: PlateCatalogue, out: Path, plan: _Plan, segmenters: dict[str, Segmenter]
+) -> Generator[list[FieldOutcome], None, None]:
+    """Outcomes field by field: in this process (1 worker), else in a :class:`FieldPool`."""
+    workers = plan.settings["workers"]
     if workers <= 1 or len(catalogue.fields) <= 1:
-        _init_worker(*args)
+        _set_threads(plan.threads)
+        _init_state(catalogue, out, segmenters, plan)
         try:
             for record in catalogue.fields:
                 yield _process_field(record)
         finally:
             _STATE.clear()
         return
-    # spawn, not fork: torch/ONNX Runtime thread pools do not survive a fork safely.
-    with ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=get_context("spawn"),
-        initializer=_init_worker,
-        initargs=args,
-    ) as pool:
-        futures = [pool.submit(_process_field, record) for record in catalogue.fields]
-        for fut in as_completed(futures):
-            yield fut.result()
+    pool: FieldPool[FieldRecord, list[FieldOutcome]]
+    with FieldPool(_process_field, workers, _init_worker, (catalogue, out, plan)) as pool:
+        for record, result in pool.run(catalogue.fields):
+            if isinstance(result, WorkerFailure):
+                files = _failing_file(record, "")
+                result = [
+                    FieldOutcome(
+                        record.key.name, m, error=result.reason, stage="worker", path=files
+                    )
+                    for m in plan.all_methods
+                ]
+            yield result
+
+
+# --------------------------------------------------------------------------- finishing
+def _finish(
+    catalogue: PlateCatalogue,
+    out: Path,
+    plan: _Plan,
+    outcomes: list[FieldOutcome],
+    stop: str | None,
+    seconds: float,
+) -> RunResult:
+    """Tables, heat-map, ``run.json`` and report of the outcomes; the status decides the rest."""
+    order = plan.all_methods
+    outcomes.sort(key=lambda o: (o.name, order.index(o.method)))
+    failures = _failure_rows(catalogue, outcomes)
+    wells = aggregate_wells(
+        (o.counts for o in outcomes if o.counts is not None),
+        failed=_failed_fields(catalogue, outcomes, order),
+    )
+    status = (
+        STATUS_INTERRUPTED
+        if stop == STATUS_INTERRUPTED
+        else STATUS_FAILED_FIELDS
+        if failures
+        else STATUS_COMPLETE
+    )
+    with_results = tuple(m for m in order if m in plan.methods or any(w.method == m for w in wells))
+    keyed = {p.key for p in catalogue.problems if p.key is not None}
+    result = RunResult(
+        out_dir=out,
+        catalogue=catalogue,
+        methods=with_results,
+        wells=wells,
+        outcomes=outcomes,
+        failures=failures,
+        seconds=seconds,
+        status=status,
+        methods_run=plan.methods,
+        kept_methods=tuple(m for m in plan.kept if m in with_results),
+        fields_total=len(catalogue.fields) + len(keyed - {r.key for r in catalogue.fields}),
+    )
+    fatal = stop is not None and stop != STATUS_INTERRUPTED
+    try:
+        _write_outputs(result, plan)
+    except OSError as exc:
+        if not fatal:
+            raise RunError(
+                f"cannot write the results in {out} ({exc}); the masks written so far are kept "
+                "and a re-run resumes from them"
+            ) from None
+        logger.warning("could not write the partial results either: %s", exc)
+    if fatal:
+        done = result.fields_done
+        raise RunError(f"{stop}; stopped: the {done} field(s) finished are kept, a re-run resumes")
+    _log_done(result)
+    return result
+
+
+def _failed_fields(
+    catalogue: PlateCatalogue, outcomes: list[FieldOutcome], methods: tuple[str, ...]
+) -> list[FailedField]:
+    plate = catalogue.plate_id
+    failed = [(plate, FieldKey.parse(o.name), o.method) for o in outcomes if o.error is not None]
+    failed += [(plate, p.key, m) for p in catalogue.problems if p.key is not None for m in methods]
+    return failed
+
+
+def _failure_rows(catalogue: PlateCatalogue, outcomes: list[FieldOutcome]) -> list[dict[str, str]]:
+    """One row per failed field and cause: field, methods, stage, file, reason."""
+    rows = [
+        {
+            "field": p.key.name if p.key else "",
+            "method": "all",
+            "stage": "read",
+            "path": p.path,
+            "reason": p.reason,
+        }
+        for p in catalogue.problems
+    ]
+    grouped: dict[tuple[str, str, str, str], list[str]] = {}
+    for o in outcomes:
+        if o.error is not None:
+            grouped.setdefault((o.name, o.stage, o.path, o.error), []).append(o.method)
+    rows += [
+        {"field": name, "method": ",".join(ms), "stage": stage, "path": path, "reason": reason}
+        for (name, stage, path, reason), ms in grouped.items()
+    ]
+    return rows
+
+
+def _log_done(result: RunResult) -> None:
+    logger.info(
+        "plate %s %s: %d/%d fields in %.1f s, %d failure(s); report %s",
+        result.catalogue.plate_id,
+        result.status,
+        result.fields_done,
+        result.fields_total,
+        result.seconds,
+        len(result.failures),
+        result.out_dir / "report.html",
+    )
+
+
+def _write_outputs(result: RunResult, plan: _Plan) -> None:
+    from phagoflow.embedded.report import write_heatmap, write_report
+
+    out = result.out_dir
+    _write_objects_csv(out / "objects.csv", result.catalogue, result.outcomes)
+    write_wells_csv(out / "wells.csv", result.wells, result.methods)
+    write_heatmap(out / "plate_heatmap.png", result.catalogue, result.wells, result.methods)
+    _write_run_json(out / "run.json", result, plan)
+    overlays = 0 if result.interrupted else int(plan.settings["overlays"])
+    write_report(out / "report.html", result, n_overlays=overlays)
 
 
 # --------------------------------------------------------------------------- writers
@@ -382,7 +707,7 @@ def _write_objects_csv(path: Path, catalogue: PlateCatalogue, outcomes: list[Fie
         writer = csv.writer(fh)
         writer.writerow(("plate", "well", "field", "method", *OBJECT_COLUMNS))
         for o in outcomes:
-            if o.error is not None:
+            if o.counts is None:
                 continue
             key = FieldKey.parse(o.name)
             for obj in o.objects:
@@ -406,12 +731,21 @@ DISAGREEMENT_COLUMNS = ("cip_cdl_disagreement_phagophores", "cip_cdl_disagreemen
 def write_wells_csv(path: Path, wells: list[WellSummary], methods: Sequence[str]) -> None:
     """Write ``wells.csv``: one row per well and method, atomically (temp file + rename).
 
-    Columns are :data:`~phagoflow.core.counting.WELL_COLUMNS`, plus the two
-    :data:`DISAGREEMENT_COLUMNS` when both ``cip`` and ``cdl`` ran. The one writer of this
-    table: the embedded run and the streaming metrics service produce the same bytes.
+    Columns are :data:`~phagoflow.core.counting.WELL_COLUMNS` (``fields_ok`` and
+    ``fields_failed`` included; a well with no field counted has empty totals), plus the two
+    :data:`DISAGREEMENT_COLUMNS` when both ``cip`` and ``cdl`` ran (empty unless both methods
+    counted the same number of fields of the well, see
+    :func:`~phagoflow.embedded.report.comparable_wells`). The one writer of this table: the
+    embedded run and the streaming metrics service produce the same bytes.
     """
+    from phagoflow.embedded.report import comparable_wells
+
     both = "cip" in methods and "cdl" in methods
-    dis = {(d.plate, d.well): d for d in well_disagreement(wells, "cip", "cdl")} if both else {}
+    dis = (
+        {(d.plate, d.well): d for d in well_disagreement(comparable_wells(wells), "cip", "cdl")}
+        if both
+        else {}
+    )
     tmp = path.with_name(f".{path.name}.tmp")
     with tmp.open("w", newline="") as fh:
         writer = csv.writer(fh)
@@ -427,28 +761,34 @@ def write_wells_csv(path: Path, wells: list[WellSummary], methods: Sequence[str]
     os.replace(tmp, path)
 
 
-def _write_run_json(
-    path: Path,
-    result: RunResult,
-    segmenters: dict[str, Segmenter],
-    fingerprints: dict[str, str],
-    workers: int,
-) -> None:
+def _method_summary(result: RunResult, plan: _Plan, method: str) -> dict[str, Any]:
+    mine = [o for o in result.outcomes if o.method == method]
+    done = [o for o in mine if o.counts is not None]
+    seg_times = [o.seconds.get("segment", 0.0) for o in done if not o.reused]
+    doc: dict[str, Any] = {
+        "ran": method in plan.methods,
+        "fields_done": len(done),
+        "fields_failed": sum(o.error is not None for o in mine),
+        "fields_reused": sum(o.reused for o in done),
+        "segment_seconds_mean": float(np.mean(seg_times)) if seg_times else None,
+    }
+    if method in plan.methods:
+        made_by = plan.made_by[method]
+        doc = {**made_by["segmenter"], "fingerprint": made_by["fingerprint"], **doc}
+        doc["fields_recomputed"] = dict(Counter(o.recomputed_because for o in done if not o.reused))
+    else:
+        distinct = {json.dumps(o.made_by, sort_keys=True): o.made_by for o in done}
+        doc["kept_from_masks"] = list(distinct.values())
+        doc["fields_not_kept"] = dict(Counter(o.not_kept for o in mine if o.not_kept))
+    return doc
+
+
+def _write_run_json(path: Path, result: RunResult, plan: _Plan) -> None:
     cat = result.catalogue
-    per_method: dict[str, Any] = {}
-    for m, seg in segmenters.items():
-        done = [o for o in result.outcomes if o.method == m and o.error is None]
-        seg_times = [o.seconds.get("segment", 0.0) for o in done if not o.reused]
-        per_method[m] = {
-            **seg.provenance,
-            "fingerprint": fingerprints[m],
-            "fields_done": len(done),
-            "fields_reused": sum(o.reused for o in done),
-            "segment_seconds_mean": float(np.mean(seg_times)) if seg_times else None,
-        }
     doc = {
         "phagoflow_version": __version__,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "created": _now(),
+        "status": result.status,
         "export": {
             "plate_id": cat.plate_id,
             "measurement_id": cat.measurement_id,
@@ -465,14 +805,19 @@ def _write_run_json(
             "fields": len(cat.fields),
             "wells": len(cat.wells),
         },
-        "methods": per_method,
-        "workers": workers,
+        "fields_total": result.fields_total,
+        "fields_done": result.fields_done,
+        "methods": {m: _method_summary(result, plan, m) for m in result.methods},
+        "resume": "per field, from the record inside each mask (TIFF ImageDescription); "
+        "run.json plays no part in reuse",
+        "workers": plan.settings["workers"],
+        "settings": plan.settings,
         "packages": _package_versions(),
         "host": {"machine": platform.machine(), "cpus": os.cpu_count()},
         "timings": {
             "total_seconds": result.seconds,
             "fields_per_hour": (
-                3600.0 * len(cat.fields) / result.seconds if result.seconds > 0 else None
+                3600.0 * result.fields_done / result.seconds if result.seconds > 0 else None
             ),
         },
         "failed_fields": result.failures,

@@ -22,6 +22,9 @@ from skimage.segmentation import find_boundaries
 
 __all__ = [
     "CLASS_COLOURS",
+    "MARK_ALL_FAILED",
+    "MARK_NONE",
+    "MARK_SOME_FAILED",
     "composite_rgb",
     "overlay_mask",
     "plate_grid",
@@ -34,6 +37,19 @@ CLASS_COLOURS: Mapping[int, tuple[float, float, float]] = {
     1: (1.0, 0.92, 0.0),
     2: (1.0, 0.0, 1.0),
 }
+
+
+#: Heat-map well marks (``marks`` of :func:`plot_plate_heatmaps`): nothing to flag.
+MARK_NONE = 0
+#: Some fields of the well failed: outlined; the value is the mean of the fields counted.
+MARK_SOME_FAILED = 1
+#: Every field of the well failed: hatched over grey, no value.
+MARK_ALL_FAILED = 2
+
+_MARK_LEGEND = (
+    "outlined: some fields failed (value = mean of the fields counted);  "
+    "hatched: every field failed;  plain grey: not imaged"
+)
 
 
 def composite_rgb(image: NDArray[Any], *, low: float = 0.5, high: float = 99.8) -> NDArray[Any]:
@@ -127,15 +143,36 @@ def plot_plate_heatmaps(
     *,
     title: str = "",
     cmaps: Sequence[str] | None = None,
+    marks: Sequence[NDArray[Any] | None] | None = None,
 ) -> bytes:
     """One heat-map panel per (title, grid) on the plate layout; NaN wells drawn grey.
 
     Rows are labelled A, B, …; columns 1, 2, …; each well shows its value.
+
+    Parameters
+    ----------
+    panels : sequence of (str, (rows, cols) float ndarray)
+        Panel title and values (NaN: no value).
+    path : Path, optional
+        Where to write the PNG.
+    title : str
+        Figure title.
+    cmaps : sequence of str, optional
+        Matplotlib colour map per panel (default viridis).
+    marks : sequence of (rows, cols) int ndarray or None, optional
+        Per panel, :data:`MARK_NONE`, :data:`MARK_SOME_FAILED` (outlined) or
+        :data:`MARK_ALL_FAILED` (hatched) per well; a legend is added when any well is marked.
+
+    Returns
+    -------
+    bytes
+        The PNG.
     """
     n = len(panels)
     ncols = min(n, 2)
     nrows = (n + ncols - 1) // ncols
-    fig = Figure(figsize=(6.5 * ncols, 4.2 * nrows + 0.4), dpi=100)
+    fig = Figure(figsize=(6.5 * ncols, 4.2 * nrows + 0.6), dpi=100)
+    marked = False
     for i, (label, grid) in enumerate(panels):
         ax = fig.add_subplot(nrows, ncols, i + 1)
         cmap = plt.get_cmap(cmaps[i] if cmaps else "viridis").with_extremes(bad="#dddddd")
@@ -146,19 +183,49 @@ def plot_plate_heatmaps(
         ax.set_xticks(range(cols), [str(c + 1) for c in range(cols)], fontsize=7)
         ax.set_yticks(range(rows), [_row_letter(r + 1) for r in range(rows)], fontsize=7)
         if rows * cols <= 384:
-            for (r, c), v in np.ndenumerate(grid):
-                if np.isfinite(v):
-                    txt = f"{v:.0f}" if abs(v) >= 10 or float(v).is_integer() else f"{v:.2f}"
-                    rgba = cmap(im.norm(v))
-                    luminance = 0.299 * rgba[0] + 0.587 * rgba[1] + 0.114 * rgba[2]
-                    colour = "black" if luminance > 0.55 else "white"
-                    ax.text(c, r, txt, ha="center", va="center", fontsize=6, color=colour)
+            _annotate(ax, grid, cmap, im.norm)
+        panel_marks = marks[i] if marks is not None and i < len(marks) else None
+        if panel_marks is not None:
+            marked |= _draw_marks(ax, panel_marks)
         ax.set_title(label, fontsize=9)
         fig.colorbar(im, ax=ax, shrink=0.8)
     if title:
         fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0.0, 0.04 if marked else 0.0, 1.0, 1.0))
+    if marked:
+        fig.text(0.5, 0.01, _MARK_LEGEND, ha="center", va="bottom", fontsize=8)
     return _save(fig, path)
+
+
+def _annotate(ax: Any, grid: NDArray[Any], cmap: Any, norm: Any) -> None:
+    """Write each finite value in its well, black or white for contrast."""
+    for (r, c), v in np.ndenumerate(grid):
+        if np.isfinite(v):
+            txt = f"{v:.0f}" if abs(v) >= 10 or float(v).is_integer() else f"{v:.2f}"
+            rgba = cmap(norm(v))
+            luminance = 0.299 * rgba[0] + 0.587 * rgba[1] + 0.114 * rgba[2]
+            colour = "black" if luminance > 0.55 else "white"
+            ax.text(c, r, txt, ha="center", va="center", fontsize=6, color=colour)
+
+
+def _draw_marks(ax: Any, marks: NDArray[Any]) -> bool:
+    """Outline wells with some failed fields, hatch wells with all fields failed."""
+    from matplotlib.patches import Rectangle
+
+    drawn = False
+    for (r, c), mark in np.ndenumerate(marks):
+        corner = (c - 0.42, r - 0.42)
+        if mark == MARK_SOME_FAILED:  # black and white, visible on light and dark wells
+            ax.add_patch(Rectangle(corner, 0.84, 0.84, fill=False, edgecolor="black", lw=3.0))
+            ax.add_patch(Rectangle(corner, 0.84, 0.84, fill=False, edgecolor="white", lw=1.0))
+        elif mark == MARK_ALL_FAILED:
+            ax.add_patch(
+                Rectangle(corner, 0.84, 0.84, fill=False, edgecolor="black", hatch="xxx", lw=1.0)
+            )
+        else:
+            continue
+        drawn = True
+    return drawn
 
 
 def _row_letter(row: int) -> str:
