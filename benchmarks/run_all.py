@@ -13,6 +13,7 @@ SCRIPTS = (
     "bench_cip_quality.py",
     "bench_inference.py",
     "bench_run.py",
+    "bench_interrupt.py",
     "bench_stream.py",
 )
 
