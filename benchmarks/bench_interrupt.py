@@ -55,7 +55,7 @@ def one_interrupt(export: Path, workers: int, after: int) -> tuple[float, int, i
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--workers", default="2", help="comma-separated worker counts (default 2)")
+    ap.add_argument("--workers", default="1,2", help="comma-separated worker counts (default 1,2)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--after", type=int, default=8, help="masks on disk before the SIGINT")
     args = ap.parse_args()
