@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from review_helpers import SIZE_YX, TOKEN, build_results
+from review_helpers import SIZE_YX, TOKEN, auth, build_results
 
 from phagoflow.core.simulate import SimulationParameters, simulate_plate
 
@@ -45,7 +45,8 @@ def results_dir(results_template: Path, tmp_path: Path) -> Iterator[Path]:
 
 @pytest.fixture
 def client(results_dir: Path):  # type: ignore[no-untyped-def]
-    """A TestClient on the app for ``results_dir`` with token :data:`TOKEN`."""
+    """A TestClient on the app for ``results_dir``; it sends the shared :data:`TOKEN` by
+    default (every /api/ read needs it); pass ``headers=ANON`` for an anonymous request."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # starlette: "use httpx2" deprecation
         from fastapi.testclient import TestClient
@@ -58,5 +59,5 @@ def client(results_dir: Path):  # type: ignore[no-untyped-def]
         ResultsFolder(results_dir),
         ReviewSettings(token=TOKEN, users={"ana": "ana-personal-token"}, max_upload_bytes=65536),
     )
-    with TestClient(app) as c:
+    with TestClient(app, headers=auth()) as c:
         yield c

@@ -41,6 +41,10 @@ def auth(token: str = TOKEN) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+#: Overrides the test clients' default token: a request with no credentials.
+ANON = {"Authorization": ""}
+
+
 def _alter(mask: np.ndarray, seed: int) -> np.ndarray:
     """A 'CDL' mask: drop every other object and add one autolysosome square."""
     out = mask.copy()

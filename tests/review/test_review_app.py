@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-from review_helpers import SIZE_YX, TOKEN, auth, npy_bytes, tiff_bytes
+from review_helpers import ANON, SIZE_YX, TOKEN, auth, npy_bytes, tiff_bytes
 
 FIELD = "r02c02f01p01"
 NPY = {"Content-Type": "application/x-npy"}
@@ -193,7 +193,7 @@ def test_second_save_keeps_history_and_tiff_upload_works(client, results_dir: Pa
 def test_auth_endpoint(client) -> None:  # type: ignore[no-untyped-def]
     assert client.get("/api/auth", headers=auth()).json() == {"ok": True, "user": None}
     assert client.get("/api/auth", headers=auth("ana-personal-token")).json()["user"] == "ana"
-    assert client.get("/api/auth").status_code == 401
+    assert client.get("/api/auth", headers=ANON).status_code == 401
 
 
 GOOD = np.zeros(SIZE_YX, np.uint8)
@@ -202,7 +202,7 @@ GOOD = np.zeros(SIZE_YX, np.uint8)
 @pytest.mark.parametrize(
     ("body", "headers", "status", "message"),
     [
-        (npy_bytes(GOOD), NPY, 401, "authentication required"),
+        (npy_bytes(GOOD), NPY | ANON, 401, "authentication required"),
         (npy_bytes(GOOD), NPY | auth("wrong-token"), 401, "invalid token"),
         (npy_bytes(GOOD), NPY | {"Authorization": TOKEN}, 401, "authentication required"),
         (npy_bytes(GOOD[:, :-1]), NPY | auth(), 422, "does not match the field shape (96, 128)"),

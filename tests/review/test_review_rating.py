@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from review_helpers import SIZE_YX, auth
+from review_helpers import ANON, SIZE_YX, auth
 from scipy.stats import ks_2samp
 
 from phagoflow.cli import main
@@ -98,7 +98,7 @@ def test_report_matches_scipy_and_keeps_last_score() -> None:
 
 # ----------------------------------------------------------------------------- API flow
 def test_rating_flow_through_api_to_ks_report(client, results_dir: Path, capsys) -> None:  # type: ignore[no-untyped-def]
-    r = client.post("/api/rating/sessions", json={"rater": "rita", "seed": 3})
+    r = client.post("/api/rating/sessions", json={"rater": "rita", "seed": 3}, headers=ANON)
     assert r.status_code == 401
     r = client.post("/api/rating/sessions", json={"rater": "rita", "seed": 3}, headers=auth())
     assert r.status_code == 201, r.text
@@ -174,7 +174,9 @@ def test_rating_api_errors(client, results_dir: Path) -> None:  # type: ignore[n
     for scores, code in (({"A": 0, "B": 5}, 422), ({"A": 5}, 422), ({"A": 5, "C": 5}, 422)):
         r = client.post(f"/api/rating/sessions/{sid}/items/0", json={"scores": scores}, headers=h)
         assert r.status_code == code, scores
-    r = client.post(f"/api/rating/sessions/{sid}/items/0", json={"scores": {"A": 5, "B": 5}})
+    r = client.post(
+        f"/api/rating/sessions/{sid}/items/0", json={"scores": {"A": 5, "B": 5}}, headers=ANON
+    )
     assert r.status_code == 401
     assert read_ratings(results_dir) == []
 

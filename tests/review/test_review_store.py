@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 import tifffile
 from kafka import KafkaConsumer, TopicPartition
-from review_helpers import SIZE_YX, TOKEN, auth, npy_bytes
+from review_helpers import ANON, SIZE_YX, TOKEN, auth, npy_bytes
 
 from phagoflow import events as ev
 from phagoflow.cli import main
@@ -193,7 +193,7 @@ def client(results: StoreResults) -> Iterator[object]:
 
     from phagoflow.review.app import create_app
 
-    with TestClient(create_app(results, ReviewSettings(token=TOKEN))) as c:
+    with TestClient(create_app(results, ReviewSettings(token=TOKEN)), headers=auth()) as c:
         yield c
 
 
@@ -279,7 +279,7 @@ def test_put_curated_lands_in_the_store_and_reads_back(  # type: ignore[no-untyp
     edited[5:9, 7:12] = 2
     query = "user=ana&started_from=cdl&seconds_editing=75&edit_operations=4"
     url = f"/api/fields/{name}/curated?{query}"
-    assert client.put(url, content=npy_bytes(edited), headers=NPY).status_code == 401
+    assert client.put(url, content=npy_bytes(edited), headers=NPY | ANON).status_code == 401
     assert not store.list_keys("curated/")
     r = client.put(url, content=npy_bytes(edited), headers=auth() | NPY)
     assert r.status_code == 201, r.text

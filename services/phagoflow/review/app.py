@@ -5,7 +5,9 @@ ResultsFolder`) or one plate in the streaming stack's object store (:class:`~pha
 store.StoreResults`); the app only uses the :class:`~phagoflow.review.results.ReviewResults`
 protocol.
 
-Endpoints (all JSON unless noted; ``W`` = write, needs ``Authorization: Bearer <token>``)::
+Every ``/api/`` endpoint needs ``Authorization: Bearer <token>`` (reads too: the masks, counts
+and images are the lab's data); only the page, its static files and the probes are open.
+Endpoints (all JSON unless noted; ``W`` = write)::
 
     GET  /                                         the single-page app (static/index.html)
     GET  /api/plate                                plate, wells (counts, disagreement), progress
@@ -21,6 +23,11 @@ Endpoints (all JSON unless noted; ``W`` = write, needs ``Authorization: Bearer <
     GET  /api/rating/sessions/{sid}/items/{i}/masks/{slot}   raw uint8 mask of slot A or B
     POST /api/rating/sessions/{sid}/items/{i}   W  {"scores": {"A": 1-10, "B": 1-10}}
     GET  /healthz, /readyz                         liveness; readiness (503 + reason when not)
+
+A rating session belongs to its rater: with a personal token only that user may read its masks
+or rate it (403 otherwise). In **blind mode** (``PHAGOFLOW_REVIEW_BLIND``) masks are served only
+through sessions, never by method name (403), per-method counts, disagreement and provenance are
+withheld, and curation is off, so a shown mask cannot be matched to its method.
 
 Field names, well names, mask sources, session ids and slots are looked up in fixed tables (the
 catalogue, the run's methods, stored session ids); a request string never becomes a path.
@@ -150,10 +157,8 @@ class _Tokens:
     personal: dict[str, bytes]
 
 
-def authenticate(request: Request) -> Identity:
-    """FastAPI dependency: check ``Authorization: Bearer <token>``; 401 otherwise."""
-    tokens: _Tokens = request.app.state.tokens
-    header = request.headers.get("authorization", "")
+def _identify(tokens: _Tokens, header: str) -> Identity:
+    """The identity of an ``Authorization`` header; :class:`HTTPException` 401 otherwise."""
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise HTTPException(
@@ -169,6 +174,11 @@ def authenticate(request: Request) -> Identity:
     if hmac.compare_digest(given, tokens.shared):
         return Identity(None)
     raise HTTPException(401, "invalid token", headers={"WWW-Authenticate": "Bearer"})
+
+
+def authenticate(request: Request) -> Identity:
+    """FastAPI dependency: check ``Authorization: Bearer <token>``; 401 otherwise."""
+    return _identify(request.app.state.tokens, request.headers.get("authorization", ""))
 
 
 Auth = Annotated[Identity, Depends(authenticate)]
@@ -206,6 +216,19 @@ def create_app(results: ReviewResults, settings: ReviewSettings) -> FastAPI:
         shared=settings.token.get_secret_value().encode(),
         personal={user: tok.get_secret_value().encode() for user, tok in settings.users.items()},
     )
+    blind = settings.blind
+
+    @app.middleware("http")
+    async def _api_needs_token(request: Request, call_next: Any) -> Any:
+        """Every /api/ request carries a valid token, reads included (one check for all)."""
+        if request.url.path.startswith("/api/"):
+            try:
+                _identify(app.state.tokens, request.headers.get("authorization", ""))
+            except HTTPException as exc:
+                return JSONResponse(
+                    {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
+                )
+        return await call_next(request)
 
     # ------------------------------------------------------------------ dependencies
 
@@ -225,11 +248,23 @@ def create_app(results: ReviewResults, settings: ReviewSettings) -> FastAPI:
             )
         return declared
 
-    def session_or_404(sid: str) -> rating_mod.RatingSession:
+    def session_or_404(sid: str, identity: Identity) -> rating_mod.RatingSession:
+        """The stored session, if ``identity`` may use it (its rater; 403 otherwise)."""
         try:
-            return rating_mod.load_session(results.root, sid)
+            session = rating_mod.load_session(results.root, sid)
         except KeyError as exc:
             raise HTTPException(404, str(exc.args[0])) from exc
+        mine = identity.user == session.rater if identity.user is not None else not session.personal
+        if not mine:
+            who = "the shared token" if identity.user is None else f"user {identity.user!r}"
+            raise HTTPException(403, f"session {sid} is {session.rater!r}'s, not {who}'s")
+        return session
+
+    def not_blind(what: str) -> None:
+        if blind:
+            raise HTTPException(
+                403, f"blind mode: {what} (masks are shown only as slots of a rating session)"
+            )
 
     # ------------------------------------------------------------------ exception handlers
     @app.exception_handler(UploadError)
@@ -296,6 +331,7 @@ def create_app(results: ReviewResults, settings: ReviewSettings) -> FastAPI:
             "pixel_size_um": results.pixel_size_um,
             "methods": list(results.methods),
             "sources": list(results.sources),
+            "blind": blind,
             "channels": ["dsred", "phluorin"],
             "wells": [
                 {
@@ -303,9 +339,11 @@ def create_app(results: ReviewResults, settings: ReviewSettings) -> FastAPI:
                     "row": info.row,
                     "col": info.col,
                     "fields": len(info.fields),
-                    "counts": info.counts,
-                    "disagreement": {k: _nan_to_none(v) for k, v in info.disagreement.items()},
-                    "disagreement_total": _nan_to_none(info.disagreement_total),
+                    "counts": {} if blind else info.counts,
+                    "disagreement": {}
+                    if blind
+                    else {k: _nan_to_none(v) for k, v in info.disagreement.items()},
+                    "disagreement_total": None if blind else _nan_to_none(info.disagreement_total),
                     "curated": prog["by_well"][info.well]["curated"],
                 }
                 for info in results.wells.values()
@@ -331,8 +369,10 @@ def create_app(results: ReviewResults, settings: ReviewSettings) -> FastAPI:
             "fields": [
                 {
                     "field": name,
-                    "counts": results.fields[name].counts,
-                    "disagreement": _nan_to_none(results.fields[name].disagreement),
+                    "counts": {} if blind else results.fields[name].counts,
+                    "disagreement": None
+                    if blind
+                    else _nan_to_none(results.fields[name].disagreement),
                     "curated": name in curated,
                 }
                 for name in info.fields
@@ -361,11 +401,11 @@ def create_app(results: ReviewResults, settings: ReviewSettings) -> FastAPI:
             "field": key.name,
             "well": key.well,
             "size_yx": list(results.size_yx),
-            "counts": summary.counts,
-            "disagreement": _nan_to_none(summary.disagreement),
-            "masks": [s for s in results.sources if results.has_mask(key, s)],
+            "counts": {} if blind else summary.counts,
+            "disagreement": None if blind else _nan_to_none(summary.disagreement),
+            "masks": [] if blind else [s for s in results.sources if results.has_mask(key, s)],
             "contrast": contrast,
-            "provenance": results.provenance(key),
+            "provenance": None if blind else results.provenance(key),
             "well_fields": well.fields,
         }
 
@@ -379,6 +419,7 @@ def create_app(results: ReviewResults, settings: ReviewSettings) -> FastAPI:
     @app.get("/api/fields/{name}/masks/{source}")
     def field_mask(name: str, source: str) -> Response:
         """Raw (H, W) uint8 mask of ``source``; 404 when that mask does not exist."""
+        not_blind("no mask is served by method name")
         key = field_key(name)
         if source not in results.sources:
             raise HTTPException(
@@ -397,6 +438,7 @@ def create_app(results: ReviewResults, settings: ReviewSettings) -> FastAPI:
         query: Annotated[CurationQuery, Query()],
     ) -> dict[str, Any]:
         """Save a curated mask (body: ``.npy`` or TIFF) with its provenance sidecar."""
+        not_blind("curation is off")
         key = field_key(name)
         who = user_name(identity, query.user)
         if query.started_from not in (*results.sources, _EMPTY):
@@ -478,16 +520,22 @@ def create_app(results: ReviewResults, settings: ReviewSettings) -> FastAPI:
         ]
         try:
             session = rating_mod.create_session(
-                results.root, rater, (a, b), fields, n_fields=body.n_fields, rng=body.seed
+                results.root,
+                rater,
+                (a, b),
+                fields,
+                n_fields=body.n_fields,
+                rng=body.seed,
+                personal=identity.user is not None,
             )
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from exc
         return session_view(session)
 
     @app.get("/api/rating/sessions/{sid}")
-    def get_session(sid: str) -> dict[str, Any]:
+    def get_session(sid: str, identity: Auth) -> dict[str, Any]:
         """The session's fields (in rating order) and which are rated; never the slot map."""
-        return session_view(session_or_404(sid))
+        return session_view(session_or_404(sid, identity))
 
     def item_or_404(session: rating_mod.RatingSession, index: int) -> rating_mod.RatingItem:
         if not 0 <= index < len(session.items):
@@ -497,9 +545,9 @@ def create_app(results: ReviewResults, settings: ReviewSettings) -> FastAPI:
         return session.items[index]
 
     @app.get("/api/rating/sessions/{sid}/items/{index}/masks/{slot}")
-    def rating_mask(sid: str, index: int, slot: str) -> Response:
-        """The mask shown in ``slot`` (A or B), as raw (H, W) uint8 bytes."""
-        session = session_or_404(sid)
+    def rating_mask(sid: str, index: int, slot: str, identity: Auth) -> Response:
+        """The mask shown in ``slot`` (A or B), as raw (H, W) uint8 bytes (the rater's only)."""
+        session = session_or_404(sid, identity)
         item = item_or_404(session, index)
         if slot not in item.slots:
             raise HTTPException(404, f"slot must be one of {list(rating_mod.SLOTS)}")
@@ -509,9 +557,9 @@ def create_app(results: ReviewResults, settings: ReviewSettings) -> FastAPI:
         return _raw(mask)
 
     @app.post("/api/rating/sessions/{sid}/items/{index}", status_code=201)
-    def rate(sid: str, index: int, body: ScoresRequest, _identity: Auth) -> dict[str, Any]:
-        """Store one score per slot (1–10) for item ``index``."""
-        session = session_or_404(sid)
+    def rate(sid: str, index: int, body: ScoresRequest, identity: Auth) -> dict[str, Any]:
+        """Store one score per slot (1–10) for item ``index``; only the session's rater may."""
+        session = session_or_404(sid, identity)
         item_or_404(session, index)
         try:
             lines = rating_mod.record_scores(results.root, session, index, body.scores)

@@ -2,8 +2,9 @@
 
 An upload is the request body in one of two encodings, chosen by ``Content-Type``:
 ``application/x-npy`` (a NumPy ``.npy`` file, what the browser sends) or ``image/tiff`` (a
-single-page TIFF, for scripts). :func:`decode_mask` checks size, encoding, dtype (uint8), shape
-(equal to the field) and labels (0, 1, 2) and raises :class:`UploadError` carrying the HTTP status
+single-page TIFF, for scripts). :func:`decode_mask` checks size, encoding, dtype (uint8) and shape
+(equal to the field) from the file's header *before* decoding any pixel, then the labels
+(0, 1, 2) and raises :class:`UploadError` carrying the HTTP status
 and a message that names what was expected. :func:`curated_provenance` builds the provenance
 document of a curated mask and :func:`encode_curated` its TIFF bytes; :func:`save_curated` writes
 both to ``RESULTS/curated/rRRcCCfFFpPP.tiff`` and its JSON sidecar atomically (the object-store
@@ -87,24 +88,16 @@ def decode_mask(
         raise UploadError(400, "empty upload: the body must hold the mask")
     try:
         if media == "application/x-npy":
-            array = np.load(io.BytesIO(body), allow_pickle=False)
+            array = _decode_npy(body, shape)
         else:
-            with tifffile.TiffFile(io.BytesIO(body)) as tif:
-                if len(tif.pages) != 1:
-                    raise UploadError(422, f"TIFF has {len(tif.pages)} pages; expected 1")
-                array = tif.pages[0].asarray()
+            array = _decode_tiff(body, shape)
     except UploadError:
         raise
     except Exception as exc:
         raise UploadError(400, f"cannot decode the {media} body: {exc}") from exc
     if not isinstance(array, np.ndarray):
         raise UploadError(400, f"the {media} body does not hold an array")
-    if array.dtype != np.uint8:
-        raise UploadError(422, f"mask dtype is {array.dtype}; expected uint8")
-    if array.shape != tuple(shape):
-        raise UploadError(
-            422, f"mask shape {tuple(array.shape)} does not match the field shape {tuple(shape)}"
-        )
+    _check_header(array.dtype, tuple(array.shape), shape)
     top = int(array.max(initial=0))
     if top > _MAX_LABEL:
         bad = int(np.count_nonzero(array > _MAX_LABEL))
@@ -114,6 +107,42 @@ def decode_mask(
             "0 background, 1 phagophore, 2 autolysosome",
         )
     return np.ascontiguousarray(array)
+
+
+def _check_header(dtype: np.dtype[Any], got: tuple[int, ...], shape: tuple[int, int]) -> None:
+    """422 unless ``dtype`` is uint8 and ``got`` equals the field ``shape``."""
+    if dtype != np.uint8:
+        raise UploadError(422, f"mask dtype is {dtype}; expected uint8")
+    if got != tuple(shape):
+        raise UploadError(422, f"mask shape {got} does not match the field shape {tuple(shape)}")
+
+
+def _decode_npy(body: bytes, shape: tuple[int, int]) -> npt.NDArray[Any]:
+    """``.npy`` bytes → array; shape and dtype are checked from the header first."""
+    fmt: Any = np.lib.format  # numpy ships no type hints for its .npy header readers
+    buf = io.BytesIO(body)
+    version = fmt.read_magic(buf)
+    read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+    got, fortran, dtype = read_header(buf)
+    _check_header(np.dtype(dtype), tuple(got), shape)
+    if fortran:
+        raise UploadError(422, "mask is in Fortran order; send a C-ordered array")
+    return np.asarray(np.load(io.BytesIO(body), allow_pickle=False))
+
+
+def _decode_tiff(body: bytes, shape: tuple[int, int]) -> npt.NDArray[Any]:
+    """Single-page TIFF bytes → array; pages, shape, dtype and tile size are checked from the
+    header before any pixel is decoded (a small compressed file cannot declare a huge image)."""
+    with tifffile.TiffFile(io.BytesIO(body)) as tif:
+        if len(tif.pages) != 1:
+            raise UploadError(422, f"TIFF has {len(tif.pages)} pages; expected 1")
+        page = tif.pages.first
+        _check_header(np.dtype(page.dtype), tuple(page.shape), shape)
+        if page.is_tiled and (page.tilelength > shape[0] or page.tilewidth > shape[1]):
+            raise UploadError(
+                422, f"TIFF tiles of {page.tilelength} x {page.tilewidth} exceed the field"
+            )
+        return page.asarray()
 
 
 def _sha256(data: bytes) -> str:

@@ -72,6 +72,8 @@ class RatingSession(BaseModel):
     methods: tuple[str, str]
     created: str
     items: tuple[RatingItem, ...]
+    #: True when created with the rater's personal token: only that token may then use it.
+    personal: bool = False
 
 
 def ratings_dir(results_root: Path) -> Path:
@@ -93,6 +95,7 @@ def create_session(
     *,
     n_fields: int | None = None,
     rng: np.random.Generator | int | None = None,
+    personal: bool = False,
 ) -> RatingSession:
     """Create and store a session over ``fields`` (shuffled) with randomised slot order.
 
@@ -110,6 +113,8 @@ def create_session(
         Rate at most this many fields (a random subset); default all.
     rng : Generator or int, optional
         Randomness for the field order and the slot assignment.
+    personal : bool
+        The rater authenticated with a personal token (the session is then theirs only).
 
     Raises
     ------
@@ -134,6 +139,7 @@ def create_session(
         methods=methods,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         items=tuple(items),
+        personal=personal,
     )
     path = _session_path(results_root, session.id)
     path.parent.mkdir(parents=True, exist_ok=True)
