@@ -76,6 +76,7 @@ def test_simulate_then_run_every_format(tmp_path: Path, fmt: str) -> None:
     assert run["export"]["plate_id"] == f"T{fmt}"
     assert len(run["export"]["index_sha256"]) == 64
     assert run["methods"]["cip"]["cip_parameters"]  # every CIP parameter recorded
+    assert len(run["methods"]["cip"]["code_sha256"]) == 64
     assert run["failed_fields"] == []
     assert (out / "plate_heatmap.png").read_bytes().startswith(b"\x89PNG")
     html = (out / "report.html").read_text()

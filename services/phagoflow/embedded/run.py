@@ -774,7 +774,12 @@ def _method_summary(result: RunResult, plan: _Plan, method: str) -> dict[str, An
     }
     if method in plan.methods:
         made_by = plan.made_by[method]
-        doc = {**made_by["segmenter"], "fingerprint": made_by["fingerprint"], **doc}
+        doc = {
+            **made_by["segmenter"],
+            "fingerprint": made_by["fingerprint"],
+            "code_sha256": made_by["code_sha256"],
+            **doc,
+        }
         doc["fields_recomputed"] = dict(Counter(o.recomputed_because for o in done if not o.reused))
     else:
         distinct = {json.dumps(o.made_by, sort_keys=True): o.made_by for o in done}
