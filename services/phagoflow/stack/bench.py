@@ -6,9 +6,15 @@ once, for throughput), waits for ``complete: true``, then reads the plate's even
 
 - per field: acquisition (file time, ``FieldAcquired.acquired_at``) → ``MaskReady`` produced;
 - per well: acquisition of its last field → ``WellComplete`` (the "well result" latency);
-- throughput: fields ÷ (first file → last ``MaskReady``), against ``phagoflow run`` (1 worker)
-  on the same export and machine;
-- RSS of every stack process at the end (``phagoflow stack status``).
+- throughput: fields ÷ (first file → the plate's last ``WellComplete``, i.e. every well of
+  every method aggregated — the stack's equivalent of the embedded run's finished report);
+- peak RSS (``VmHWM``) of every process of every stack component, per process.
+
+:func:`embedded_baseline` times ``phagoflow run`` (1 worker, report included) on an export in
+a child process of its own and reads that child's peak RSS from ``wait4``; run it with the stack
+**down** (``benchmarks/bench_stream.py`` does) — beside a running stack on the same cores it
+measures the competition, not the embedded runner. ``--embedded`` does exactly that, for a
+quick look only.
 
 Prints one JSON document. Numbers depend on the machine and on what else runs on it.
 """
@@ -19,6 +25,7 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -140,6 +147,144 @@ def _plate_events(bootstrap: str, plate: str) -> dict[str, list[Any]]:
     return out
 
 
+def peak_rss_per_process(pgids: dict[str, int]) -> dict[str, list[dict[str, Any]]]:
+    """Peak resident memory (``VmHWM``, MiB) of each process of each component's group.
+
+    Parameters
+    ----------
+    pgids : dict
+        Component name → process-group id (its pid: each runs in a session of its own).
+
+    Returns
+    -------
+    dict
+        Component → ``[{"pid", "comm", "peak_rss_mib"}, ...]``, one entry per live process
+        (Triton's Python-backend stubs are processes of their own next to the server).
+    """
+    members = group_members(list(pgids.values()))
+    out: dict[str, list[dict[str, Any]]] = {}
+    for name, pgid in pgids.items():
+        rows = []
+        for entry, _ in members.get(pgid, []):
+            try:
+                status = (entry / "status").read_text().splitlines()
+            except OSError:
+                continue
+            info = dict(line.split(":", 1) for line in status if ":" in line)
+            hwm = info.get("VmHWM", "0 kB").split()[0]
+            rows.append(
+                {
+                    "pid": int(entry.name),
+                    "comm": info.get("Name", "").strip(),
+                    "peak_rss_mib": round(int(hwm) / 1024, 1),
+                }
+            )
+        out[name] = rows
+    return out
+
+
+def embedded_baseline(
+    export: Path, out: Path, *, methods: Sequence[str], model_dir: Path | None
+) -> dict[str, Any]:
+    """``phagoflow run`` (1 worker, report included) on ``export`` in a child process.
+
+    Returns wall seconds, CPU seconds (user + system) and the child's own peak RSS, MiB, from
+    ``wait4`` (not ``RUSAGE_CHILDREN``, which would fold in every earlier child).
+    """
+    code = (
+        "import sys; from pathlib import Path; from phagoflow.embedded.run import run_plate; "
+        "run_plate(Path(sys.argv[1]), Path(sys.argv[2]), methods=tuple(sys.argv[3].split(',')),"
+        " model_dir=Path(sys.argv[4]) if sys.argv[4] else None, progress=False)"
+    )
+    argv = [sys.executable, "-c", code, str(export), str(out), ",".join(methods)]
+    argv.append(str(model_dir) if model_dir is not None else "")
+    t0 = time.perf_counter()
+    child = subprocess.Popen(argv)
+    _, status, usage = os.wait4(child.pid, 0)
+    seconds = time.perf_counter() - t0
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode != 0:
+        raise RuntimeError(f"phagoflow run exited with status {child.returncode}")
+    return {
+        "seconds": round(seconds, 2),
+        "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2),
+        "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),  # Linux: KiB
+    }
+
+
+def _copy_plate(export: Path, dest: Path, interval_s: float) -> float:
+    """Index first, then one field's files every ``interval_s``; returns the first file's time."""
+    files = sorted(p for p in export.iterdir() if p.is_file())
+    index = [p for p in files if p.name in ("Index.idx.xml", "Index.xml")]
+    groups: dict[str, list[Path]] = {}
+    for p in files:
+        if p not in index:
+            groups.setdefault(p.name.split("-")[0], []).append(p)
+    t_start = time.time()
+    for p in index:
+        shutil.copyfile(p, dest / p.name)
+    for group in groups.values():
+        t_next = time.monotonic() + interval_s
+        for p in group:
+            part = dest / f".{p.name}.part"
+            shutil.copyfile(p, part)
+            part.rename(dest / p.name)
+        time.sleep(max(t_next - time.monotonic(), 0.0))
+    return t_start
+
+
+def _wait_complete(api: str, plate: str, timeout_s: float) -> float:
+    """Poll the metrics API until the plate is complete; returns that time (epoch seconds)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(f"{api}/{quote(plate, safe='')}", timeout=5) as r:
+                if json.loads(r.read())["complete"]:
+                    return time.time()
+        except (urllib.error.URLError, OSError, KeyError):
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit(f"bench: plate {plate} not complete after {timeout_s:g} s")
+        time.sleep(0.25)
+
+
+def _latency(events: dict[str, list[Any]], methods: Sequence[str]) -> tuple[dict[str, Any], float]:
+    """Per-method latency figures, and the time of the plate's last ``WellComplete``."""
+    from phagoflow import events as ev
+
+    acquired = {
+        ev.field_key(e.field).name: ev.from_timestamp(e.acquired_at).timestamp()
+        for e in events[ev.Topic.FIELDS_ACQUIRED.value]
+    }
+    per_method: dict[str, Any] = {}
+    last_well = 0.0
+    for method in methods:
+        masks = events[ev.mask_topic(method)]
+        lat = [
+            ev.from_timestamp(m.header.produced_at).timestamp()
+            - acquired[ev.field_key(m.field).name]
+            for m in masks
+        ]
+        well_lat = []
+        for w in events[ev.Topic.WELLS.value]:
+            if ev.method_name(w.method) != method:
+                continue
+            done = ev.from_timestamp(w.completed_at).timestamp()
+            last_well = max(last_well, done)
+            last_field = max(t for name, t in acquired.items() if name.startswith(w.well))
+            well_lat.append(done - last_field)
+        stages: dict[str, list[float]] = {}
+        for m in masks:
+            for stage, seconds in m.stage_seconds.items():
+                stages.setdefault(stage, []).append(seconds)
+        per_method[method] = {
+            "field_acquisition_to_mask_s": _percentiles(lat),
+            "well_acquisition_to_result_s": _percentiles(well_lat),
+            "stage_seconds_mean": {k: round(float(np.mean(v)), 4) for k, v in stages.items()},
+        }
+    return per_method, last_well
+
+
 def run_bench(
     *,
     wells: int = 8,
@@ -147,11 +292,25 @@ def run_bench(
     interval_s: float = 2.0,
     seed: int = 21,
     timeout_s: float = 1800.0,
+    keep_export: Path | None = None,
+    embedded: bool = False,
 ) -> dict[str, Any]:
-    """Run the benchmark; returns the result document."""
-    from phagoflow import events as ev
+    """Stream a simulated plate through the running stack; returns the result document.
+
+    Parameters
+    ----------
+    wells, fields, seed : int
+        The simulated plate.
+    interval_s : float
+        Seconds between fields (0: all at once, for throughput).
+    timeout_s : float
+        Seconds to wait for the plate to complete.
+    keep_export : Path, optional
+        Copy the simulated export there (for :func:`embedded_baseline` once the stack is down).
+    embedded : bool
+        Also time ``phagoflow run`` now, *beside the running stack* (not a fair comparison).
+    """
     from phagoflow.core.simulate import simulate_plate
-    from phagoflow.embedded.run import run_plate
     from phagoflow.stack.local import STATE_FILE, StackSettings, stack_status
 
     settings = StackSettings()
@@ -164,86 +323,30 @@ def run_bench(
         sim = simulate_plate(
             Path(tmp) / "sim", wells=wells, fields=fields, seed=seed, plate_id=plate
         )
-        export = sim.export_dir
         dest = Path(state["watch_dir"]) / plate / "Images"
         dest.mkdir(parents=True)
         procs = {p["name"]: int(p["pid"]) for p in stack_status(settings)["processes"]}
         cpu_before = group_cpu_seconds(list(procs.values()))
         triton_url = state["endpoints"].get("triton_metrics")
         triton_before = triton_counters(triton_url)
-        files = sorted(p for p in export.iterdir() if p.is_file())
-        index = [p for p in files if p.name in ("Index.idx.xml", "Index.xml")]
-        groups: dict[str, list[Path]] = {}
-        for p in files:
-            if p not in index:
-                groups.setdefault(p.name.split("-")[0], []).append(p)
-        t_start = time.time()
-        for p in index:
-            shutil.copyfile(p, dest / p.name)
-        for group in groups.values():
-            t_next = time.monotonic() + interval_s
-            for p in group:
-                part = dest / f".{p.name}.part"
-                shutil.copyfile(p, part)
-                part.rename(dest / p.name)
-            time.sleep(max(t_next - time.monotonic(), 0.0))
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                with urllib.request.urlopen(f"{api}/{quote(plate, safe='')}", timeout=5) as r:
-                    if json.loads(r.read())["complete"]:
-                        break
-            except (urllib.error.URLError, OSError, KeyError):
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit(f"bench: plate {plate} not complete after {timeout_s:g} s")
-            time.sleep(0.25)
-        t_complete = time.time()
+        t_start = _copy_plate(sim.export_dir, dest, interval_s)
+        t_complete = _wait_complete(api, plate, timeout_s)
         cpu_after = group_cpu_seconds(list(procs.values()))
         triton_after = triton_counters(triton_url)
         events = _plate_events(state["endpoints"]["kafka"], plate)
-        t0 = time.perf_counter()
-        cpu0 = os.times()
-        run_plate(
-            export,
-            Path(tmp) / "ref",
-            methods=tuple(state["methods"]),
-            model_dir=Path(state["model_dir"]) if state.get("model_dir") else None,
-            progress=False,
+        model_dir = Path(state["model_dir"]) if state.get("model_dir") else None
+        if keep_export is not None:
+            shutil.copytree(sim.export_dir, keep_export, dirs_exist_ok=True)
+        beside = (
+            embedded_baseline(
+                sim.export_dir, Path(tmp) / "ref", methods=state["methods"], model_dir=model_dir
+            )
+            if embedded
+            else None
         )
-        embedded_s = time.perf_counter() - t0
-        cpu1 = os.times()
-    embedded_cpu = sum(cpu1[:4]) - sum(cpu0[:4])  # user + system, self + children
-
-    acquired = {
-        ev.field_key(e.field).name: ev.from_timestamp(e.acquired_at).timestamp()
-        for e in events[ev.Topic.FIELDS_ACQUIRED.value]
-    }
-    per_method: dict[str, Any] = {}
-    last_result = t_start
-    for method in state["methods"]:
-        masks = events[ev.mask_topic(method)]
-        lat = []
-        for m in masks:
-            done = ev.from_timestamp(m.header.produced_at).timestamp()
-            last_result = max(last_result, done)
-            lat.append(done - acquired[ev.field_key(m.field).name])
-        well_lat = []
-        for w in events[ev.Topic.WELLS.value]:
-            if ev.method_name(w.method) != method:
-                continue
-            last_field = max(t for name, t in acquired.items() if name.startswith(w.well))
-            well_lat.append(ev.from_timestamp(w.completed_at).timestamp() - last_field)
-        stages: dict[str, list[float]] = {}
-        for m in masks:
-            for stage, seconds in m.stage_seconds.items():
-                stages.setdefault(stage, []).append(seconds)
-        per_method[method] = {
-            "field_acquisition_to_mask_s": _percentiles(lat),
-            "well_acquisition_to_result_s": _percentiles(well_lat),
-            "stage_seconds_mean": {k: round(float(np.mean(v)), 4) for k, v in stages.items()},
-        }
+    per_method, last_well = _latency(events, state["methods"])
     n = wells * fields
+    stack_s = last_well - t_start
     cpu_per_field = {
         name: round((cpu_after[pid] - cpu_before[pid]) / n, 4) for name, pid in procs.items()
     }
@@ -252,31 +355,28 @@ def run_bench(
         triton["tiles_per_execution"] = round(
             triton["nv_inference_count"] / triton["nv_inference_exec_count"], 2
         )
-    stream_s = last_result - t_start
-    rss_groups = group_rss_mib(list(procs.values()))
     status = stack_status(settings)
-    return {
+    result: dict[str, Any] = {
         "plate": plate,
         "fields": n,
         "interval_s": interval_s,
         "methods": state["methods"],
-        "first_file_to_complete_s": round(t_complete - t_start, 2),
-        "first_file_to_last_result_s": round(stream_s, 2),
-        "stack_fields_per_min": round(60 * n / stream_s, 2) if stream_s > 0 else None,
-        "embedded_seconds": round(embedded_s, 2),
-        "embedded_fields_per_min": round(60 * n / embedded_s, 2),
-        "stack_vs_embedded": round(embedded_s / stream_s, 3) if stream_s > 0 else None,
+        "first_file_to_last_well_complete_s": round(stack_s, 2),
+        "first_file_to_api_complete_s": round(t_complete - t_start, 2),
+        "stack_fields_per_min": round(60 * n / stack_s, 2) if stack_s > 0 else None,
         "cpu_seconds_per_field": {
             **cpu_per_field,
             "stack_total": round(sum(cpu_per_field.values()), 4),
-            "embedded": round(embedded_cpu / n, 4),
         },
         "latency": per_method,
         "triton": triton,
         "rss_mib": {p["name"]: p.get("rss_mib") for p in status["processes"]},
-        "rss_group_mib": {name: rss_groups[pid] for name, pid in procs.items()},
+        "peak_rss_mib": peak_rss_per_process(procs),
         "finished": datetime.now().isoformat(timespec="seconds"),
     }
+    if beside is not None:
+        result["embedded_beside_stack"] = beside
+    return result
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -287,9 +387,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--interval", type=float, default=2.0, help="seconds between fields (0: throughput)"
     )
     parser.add_argument("--seed", type=int, default=21)
+    parser.add_argument(
+        "--embedded",
+        action="store_true",
+        help="also time `phagoflow run` now, beside the running stack (unfair; see docstring)",
+    )
     args = parser.parse_args(argv)
     result = run_bench(
-        wells=args.wells, fields=args.fields, interval_s=args.interval, seed=args.seed
+        wells=args.wells,
+        fields=args.fields,
+        interval_s=args.interval,
+        seed=args.seed,
+        embedded=args.embedded,
     )
     print(json.dumps(result, indent=2))
     return 0
