@@ -285,6 +285,31 @@ def _latency(events: dict[str, list[Any]], methods: Sequence[str]) -> tuple[dict
     return per_method, last_well
 
 
+def _resources(
+    procs: dict[str, int],
+    cpu: tuple[dict[int, float], dict[int, float]],
+    triton: tuple[dict[str, float], dict[str, float]],
+    n: int,
+    settings: Any,
+) -> dict[str, Any]:
+    """CPU seconds per field per component, Triton's counters, RSS now and peak per process."""
+    from phagoflow.stack.local import stack_status
+
+    per_field = {name: round((cpu[1][pid] - cpu[0][pid]) / n, 4) for name, pid in procs.items()}
+    counters = {k: triton[1][k] - triton[0].get(k, 0.0) for k in triton[1]}
+    if counters.get("nv_inference_exec_count"):
+        counters["tiles_per_execution"] = round(
+            counters["nv_inference_count"] / counters["nv_inference_exec_count"], 2
+        )
+    status = stack_status(settings)
+    return {
+        "cpu_seconds_per_field": {**per_field, "stack_total": round(sum(per_field.values()), 4)},
+        "triton": counters,
+        "rss_mib": {p["name"]: p.get("rss_mib") for p in status["processes"]},
+        "peak_rss_mib": peak_rss_per_process(procs),
+    }
+
+
 def run_bench(
     *,
     wells: int = 8,
@@ -347,15 +372,6 @@ def run_bench(
     per_method, last_well = _latency(events, state["methods"])
     n = wells * fields
     stack_s = last_well - t_start
-    cpu_per_field = {
-        name: round((cpu_after[pid] - cpu_before[pid]) / n, 4) for name, pid in procs.items()
-    }
-    triton = {k: triton_after[k] - triton_before.get(k, 0.0) for k in triton_after}
-    if triton.get("nv_inference_exec_count"):
-        triton["tiles_per_execution"] = round(
-            triton["nv_inference_count"] / triton["nv_inference_exec_count"], 2
-        )
-    status = stack_status(settings)
     result: dict[str, Any] = {
         "plate": plate,
         "fields": n,
@@ -364,14 +380,8 @@ def run_bench(
         "first_file_to_last_well_complete_s": round(stack_s, 2),
         "first_file_to_api_complete_s": round(t_complete - t_start, 2),
         "stack_fields_per_min": round(60 * n / stack_s, 2) if stack_s > 0 else None,
-        "cpu_seconds_per_field": {
-            **cpu_per_field,
-            "stack_total": round(sum(cpu_per_field.values()), 4),
-        },
         "latency": per_method,
-        "triton": triton,
-        "rss_mib": {p["name"]: p.get("rss_mib") for p in status["processes"]},
-        "peak_rss_mib": peak_rss_per_process(procs),
+        **_resources(procs, (cpu_before, cpu_after), (triton_before, triton_after), n, settings),
         "finished": datetime.now().isoformat(timespec="seconds"),
     }
     if beside is not None:

@@ -368,6 +368,41 @@ def _start_services(
     return targets
 
 
+def _start_triton(
+    s: StackSettings, model_dir: Path, started: list[Component], echo: Callable[[str], None]
+) -> TritonServer:
+    triton = TritonServer(
+        s.model_repository,
+        port=s.triton_grpc_port,
+        http_port=s.triton_http_port,
+        metrics_port=s.triton_metrics_port,
+        model_env={"PHAGOFLOW_MODEL_ONNX": str((model_dir / "model.onnx").resolve())},
+        workdir=s.stack_dir / "triton",
+        log_path=s.stack_dir / "logs" / "triton.log",
+    )
+    _start(started, echo, "triton", triton)
+    return triton
+
+
+def _start_prometheus(
+    s: StackSettings,
+    targets: dict[str, str],
+    started: list[Component],
+    echo: Callable[[str], None],
+) -> ManagedProcess | None:
+    """Prometheus scraping ``targets``, when the binary is installed (else None)."""
+    if PrometheusServer.executable() is None:
+        echo("  (prometheus not installed: apt-get install -y prometheus; not started)")
+        return None
+    prom = PrometheusServer(
+        targets,
+        s.stack_dir / "prometheus",
+        port=s.prometheus_port,
+        log_path=s.stack_dir / "logs" / "prometheus.log",
+    )
+    return _start(started, echo, "prometheus", prom)
+
+
 def start_components(
     s: StackSettings, *, started: list[Component], echo: Callable[[str], None]
 ) -> dict[str, Any]:
@@ -394,16 +429,7 @@ def start_components(
     services = ["ingest", "cip", "metrics"]
     triton: TritonServer | None = None
     if with_cdl:
-        triton = TritonServer(
-            s.model_repository,
-            port=s.triton_grpc_port,
-            http_port=s.triton_http_port,
-            metrics_port=s.triton_metrics_port,
-            model_env={"PHAGOFLOW_MODEL_ONNX": str((model_dir / "model.onnx").resolve())},
-            workdir=s.stack_dir / "triton",
-            log_path=s.stack_dir / "logs" / "triton.log",
-        )
-        _start(started, echo, "triton", triton)
+        triton = _start_triton(s, model_dir, started, echo)
         env["PHAGOFLOW_TRITON_URL"] = triton.url
         env["PHAGOFLOW_MODEL_DIR"] = str(model_dir.resolve())
         services.insert(2, "inference")
@@ -418,16 +444,9 @@ def start_components(
         targets["triton"] = triton.metrics_target
         endpoints["triton_grpc"] = triton.url
         endpoints["triton_metrics"] = triton.metrics_url
-    if PrometheusServer.executable() is not None:
-        prom = PrometheusServer(
-            targets,
-            s.stack_dir / "prometheus",
-            port=s.prometheus_port,
-            log_path=s.stack_dir / "logs" / "prometheus.log",
-        )
-        endpoints["prometheus"] = _start(started, echo, "prometheus", prom).url
-    else:
-        echo("  (prometheus not installed: apt-get install -y prometheus; not started)")
+    prometheus = _start_prometheus(s, targets, started, echo)
+    if prometheus is not None:
+        endpoints["prometheus"] = prometheus.url
     return {
         "bucket": s.bucket,
         "watch_dir": str(s.watch_dir.resolve()),
