@@ -196,7 +196,10 @@ def test_unknown_channel_names_are_dead_lettered(
     index, fields = harmony_files(sim_plate.export_dir)
     dest = local_stack.tmp / "incoming" / "p" / "Images"
     copy_into([*(f for fs in fields.values() for f in fs)], dest)
+    # an unknown name *and* far-red wavelengths: roles come from names and wavelengths, so
+    # the channel must fit neither (Cy5 excited at 640 nm, emitting at 670 nm)
     xml = index.read_text().replace(">DsRed<", ">Cy5<")
+    xml = xml.replace(">561<", ">640<").replace(">599<", ">670<")
     (dest / index.name).write_text(xml)
     svc = ingest_service(local_stack, local_stack.tmp / "incoming")
     try:
