@@ -99,3 +99,22 @@ def test_bad_channel_roles_setting_is_refused(
     assert "unknown channel role 'purple'" in str(exc.value.code)
     monkeypatch.setenv("PHAGOFLOW_CHANNEL_ROLES", "Alexa 568=dsred,Alexa 488=phluorin")
     assert main(["info", str(path)]) == 0
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "info", "check"])
+def test_bad_setting_is_named_by_every_command(
+    command: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = require(BY_NAME["harmony5_phenix_2021_cellpainting"])
+    monkeypatch.setenv("PHAGOFLOW_WORKERS", "0")
+    try:
+        code = main(_argv(command, path, tmp_path))
+        message = capsys.readouterr().err
+    except SystemExit as exc:  # SystemExit("message") exits with status 1
+        code, message = (1 if isinstance(exc.code, str) else exc.code), str(exc.code)
+    assert code == 1
+    assert "invalid setting PHAGOFLOW_WORKERS=" in message and "Traceback" not in message
+    assert "\n" not in message.strip()

@@ -423,16 +423,22 @@ def _channel_roles(args: argparse.Namespace) -> dict[str, str] | None:
     from phagoflow.core.opera import parse_channel_roles
     from phagoflow.settings import RunSettings
 
+    from pydantic import ValidationError
+
     try:
         if args.channel_role:
             return parse_channel_roles(args.channel_role)
         return dict(RunSettings().channel_roles) or None
-    except ValueError as exc:  # pydantic's ValidationError too
-        raise SystemExit(f"phagoflow: --channel-role / PHAGOFLOW_CHANNEL_ROLES: {exc}") from None
+    except ValidationError as exc:  # any bad PHAGOFLOW_* value, named as such
+        raise SystemExit(f"phagoflow: {_settings_message(exc)}") from None
+    except ValueError as exc:
+        raise SystemExit(f"phagoflow: --channel-role: {exc}") from None
 
 
 # ----------------------------------------------------------------------------- handlers
 def _settings_cip(path: Path | None):  # type: ignore[no-untyped-def]
+    from pydantic import ValidationError
+
     from phagoflow.core.cip import CipParameters
     from phagoflow.settings import RunSettings
 
@@ -441,8 +447,13 @@ def _settings_cip(path: Path | None):  # type: ignore[no-untyped-def]
         return settings, settings.cip
     try:
         return settings, CipParameters.model_validate_json(path.read_text())
+    except ValidationError as exc:
+        bad = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'file'}: {e['msg']}" for e in exc.errors()
+        )
+        raise SystemExit(f"phagoflow: cannot use CIP parameters from {path}: {bad}") from None
     except (OSError, ValueError) as exc:
-        raise SystemExit(f"phagoflow: cannot use CIP parameters from {path}: {exc}") from exc
+        raise SystemExit(f"phagoflow: cannot use CIP parameters from {path}: {exc}") from None
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
@@ -929,6 +940,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        from pydantic import ValidationError
+
         from phagoflow.core.model_dir import ModelDirError  # imports torch: seconds
         from phagoflow.core.opera.catalogue import PlateFormatError
     except KeyboardInterrupt:
@@ -936,6 +949,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 128 + signal.SIGINT
     try:
         return int(args.func(args))
+    except ValidationError as exc:  # a bad PHAGOFLOW_* value read by any command
+        print(f"phagoflow: {_settings_message(exc)}", file=sys.stderr)
+        return 1
     except (PlateFormatError, ModelDirError) as exc:
         print(f"phagoflow: {exc}", file=sys.stderr)
         return 1
