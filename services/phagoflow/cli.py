@@ -420,10 +420,10 @@ def _add_channel_role_option(p: argparse.ArgumentParser) -> None:
 
 def _channel_roles(args: argparse.Namespace) -> dict[str, str] | None:
     """The ``--channel-role`` items, else ``PHAGOFLOW_CHANNEL_ROLES``; ``None`` when neither."""
+    from pydantic import ValidationError
+
     from phagoflow.core.opera import parse_channel_roles
     from phagoflow.settings import RunSettings
-
-    from pydantic import ValidationError
 
     try:
         if args.channel_role:
