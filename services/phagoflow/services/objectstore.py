@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import urllib3
 from minio import Minio
-from minio.error import S3Error
+from minio.error import InvalidResponseError, S3Error, ServerError
 
 from phagoflow.events import ObjectRef
 from phagoflow.services.common import ServiceSettings
@@ -151,7 +151,14 @@ class ObjectStore:
                 if attempt == self.retries:
                     raise
                 err = ChecksumMismatch(what)
-            except (urllib3.exceptions.HTTPError, OSError) as exc:
+            except (
+                urllib3.exceptions.HTTPError,
+                OSError,
+                ServerError,
+                InvalidResponseError,
+            ) as exc:
+                # ServerError / InvalidResponseError: a 5xx, or a non-XML answer (moto answered
+                # an HTML 500 to a PUT interrupted by an outage): transient, like a timeout
                 if attempt == self.retries:
                     raise StoreUnavailable(
                         f"{what}: S3 unavailable after {self.retries} attempts: {exc}"
