@@ -482,3 +482,115 @@ def test_count_errors_validation() -> None:
         count_errors(np.zeros((2, 2)), np.zeros((2, 3)))
     with pytest.raises(ValueError, match="both"):
         count_errors({"a": (1,)}, np.zeros((1, 1)))
+
+
+# ----------------------------------------------------- issue 15: BF at 1 and 2 px, counts, table
+
+
+def test_extra_bf_tolerances_by_hand() -> None:
+    # SQ (rows/cols 3-6) as class 1, predicted shifted right by 2 px (cols 5-8); the class-1
+    # boundaries are 12 px each (test_bf_square_shifted_by_two_pixels): 1/3 coincide, 2/3 lie
+    # within 1 px, and within 2 px all do (col 8 is 2 px from col 6, col 3 from col 5).
+    truth = SQ.astype(np.uint8)
+    pred = np.roll(SQ, 2, axis=1).astype(np.uint8)
+    r = evaluate_masks([(truth, pred)], class_names=("bg", "fg"))
+    assert r.extra_bf_tolerances_px == (1.0, 2.0)
+    assert r.per_class["bf"][1] == pytest.approx(1 / 3)  # paper tolerance 0.106 px here
+    assert r.per_class["bf_1px"][1] == pytest.approx(2 / 3)
+    assert r.per_class["bf_2px"][1] == pytest.approx(1.0)
+    # the background class is scored the same way as bf_score does it
+    for name, tol in (("bf_1px", 1.0), ("bf_2px", 2.0)):
+        assert r.per_class[name][0] == pytest.approx(bf_score(~SQ, pred == 0, tolerance_px=tol)[2])
+        assert r.aggregate[name]["mean"] == pytest.approx(np.mean(r.per_class[name]))
+    table = format_table({"cip": r})
+    assert any(line.split()[:2] == ["bf_2px", "fg"] for line in table.splitlines())
+
+
+def test_extra_bf_tolerances_configurable_and_validated() -> None:
+    r = evaluate_masks([(TRUTH_4, PRED_4)], extra_bf_tolerances=(1.5,))
+    assert "bf_1.5px" in r.per_class and "bf_1px" not in r.per_class
+    assert "bf_1px" not in evaluate_masks([(TRUTH_4, PRED_4)], extra_bf_tolerances=()).per_class
+    with pytest.raises(ValueError, match="extra_bf_tolerances_px"):
+        EvaluationConfig(extra_bf_tolerances_px=(-1.0,))
+    with pytest.raises(ValueError, match="extra_bf_tolerances_px"):
+        EvaluationConfig(extra_bf_tolerances_px=(1.0, 1.0))
+
+
+def test_extra_bf_counts_roundtrip_and_legacy_dicts() -> None:
+    pairs = [_box_scene(), (TRUTH_4, PRED_4)]
+    scores = SegmentationScores()
+    for t, p in pairs:
+        scores.add(t, p)
+    restored = SegmentationScores.from_dict(json.loads(json.dumps(scores.to_dict())))
+    assert restored.result().to_dict() == scores.result().to_dict()
+    legacy = scores.to_dict()
+    del legacy["extra_boundary_counts"]
+    del legacy["config"]["extra_bf_tolerances_px"]
+    old = SegmentationScores.from_dict(legacy).result()
+    assert "bf_1px" not in old.per_class
+    assert old.aggregate["bf"] == scores.result().aggregate["bf"]
+
+
+def test_count_errors_per_well_relative_and_pooled_by_hand() -> None:
+    truth = {"r01c01": (10, 4), "r01c02": (0, 2)}
+    pred = {"r01c02": (1, 1), "r01c01": (12, 4)}
+    e = count_errors(truth, pred)
+    assert e.wells == ("r01c01", "r01c02")
+    # per well |p - t| / t: r01c01 2/10, 0/4; r01c02 no true phagophore, 1/2
+    np.testing.assert_allclose(e.relative, [[0.2, 0.0], [np.nan, 0.5]])
+    # pooled: phagophores (2 + 1) / (10 + 0) = 0.3; autolysosomes (0 + 1) / (4 + 2) = 1/6
+    np.testing.assert_allclose(e.pooled_relative, [0.3, 1 / 6])
+    np.testing.assert_allclose(e.max_relative, [0.2, 0.5])
+    d = e.to_dict(["p", "a"])
+    assert d["pooled_relative"] == {"p": pytest.approx(0.3), "a": pytest.approx(1 / 6)}
+
+
+def test_condition_scores_by_hand() -> None:
+    truth, pred = _box_scene()
+    # classes merged: truth objects A, B, the missed one and the class-2 square (4); predicted
+    # A, the 2 x 1 box inside B, the false positive and the class-2 square (4); A, B and the
+    # class-2 square match -> F1 = 2 * 3 / (4 + 4) = 0.75 per field
+    s = ev.condition_scores(
+        [(truth, pred), (truth, pred)],
+        wells=["a", "a"],
+        true_counts=[(4, 1), (4, 1)],
+        cpu_seconds=1.0,
+    )
+    assert (s.n_fields, s.n_true_objects) == (2, 8)
+    assert s.f1_merged == pytest.approx(0.75)
+    assert s.f1_phagophore == pytest.approx(2 / 3)  # 2 of 3 true, 2 of 3 predicted
+    assert s.f1_autolysosome == pytest.approx(1.0)
+    # foreground pixels: truth 4 + 9 + 4 + 4 = 21, prediction 4 + 2 + 4 + 4 = 14, both 10
+    assert s.iou_merged == pytest.approx(10 / 25)
+    # well "a": true 8 phagophores, 2 autolysosomes; predicted components 6 and 2
+    assert s.count_mre_phagophore == pytest.approx(0.25)
+    assert s.count_mre_autolysosome == pytest.approx(0.0)
+    assert s.cpu_s_per_field == pytest.approx(0.5)
+    assert s.miou == pytest.approx(evaluate_masks([(truth, pred)]).aggregate["iou"]["mean"])
+    assert json.loads(json.dumps(s.to_dict()))["f1_merged"] == pytest.approx(0.75)
+    with pytest.raises(ValueError, match="both"):
+        ev.condition_scores([(truth, pred)], wells=["a"])
+    with pytest.raises(ValueError, match="1 fields"):
+        ev.condition_scores([(truth, pred)], wells=["a", "b"], true_counts=[(1, 1), (1, 1)])
+
+
+def test_format_condition_table() -> None:
+    truth, pred = _box_scene()
+    s = ev.condition_scores([(truth, pred)])
+    nan_cpu = ev.condition_scores([(truth, truth)])
+    table = ev.format_condition_table(
+        {"normal": {"cip": s, "peer": nan_cpu}}, columns=("f1_merged", "cpu_s_per_field")
+    )
+    lines = table.splitlines()
+    assert lines[0] == (
+        "| condition | object F1 (classes merged): cip | object F1 (classes merged): peer"
+        " | CPU s / field: cip | CPU s / field: peer |"
+    )
+    assert lines[1] == "|---|---:|---:|---:|---:|"
+    assert lines[2] == "| normal | 0.750 | 1.000 | n/a | n/a |"
+    with pytest.raises(ValueError, match="at least one"):
+        ev.format_condition_table({})
+    with pytest.raises(ValueError, match="unknown columns"):
+        ev.format_condition_table({"normal": {"cip": s}}, columns=("nope",))
+    with pytest.raises(ValueError, match="methods"):
+        ev.format_condition_table({"a": {"cip": s}, "b": {"other": s}})

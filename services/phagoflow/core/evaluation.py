@@ -74,19 +74,25 @@ __all__ = [
     "BOUNDARY_METRICS",
     "BOX_LOW_IOU_MAX",
     "CLASS_NAMES",
+    "CONDITION_COLUMNS",
     "DEFAULT_BF_TOLERANCE_FRACTION",
+    "DEFAULT_EXTRA_BF_TOLERANCES_PX",
     "PIXEL_METRICS",
     "BoxMatch",
     "BoxStats",
+    "ConditionScores",
     "CountErrors",
     "EvaluationConfig",
     "EvaluationResult",
     "SegmentationScores",
+    "bf_metric_name",
     "bf_score",
+    "condition_scores",
     "confusion_matrix",
     "count_errors",
     "default_bf_tolerance",
     "evaluate_masks",
+    "format_condition_table",
     "format_table",
     "match_boxes",
 ]
@@ -101,6 +107,8 @@ BOUNDARY_METRICS: Final[tuple[str, ...]] = ("bf", "bf_precision", "bf_recall")
 AGGREGATIONS: Final[tuple[str, ...]] = ("global", "mean", "weighted")
 #: MATLAB ``bfscore`` default tolerance: 0.75 % of the image diagonal.
 DEFAULT_BF_TOLERANCE_FRACTION: Final[float] = 0.0075
+#: Further BF tolerances (px) scored by default beside the paper's (metrics ``bf_1px``, ``bf_2px``).
+DEFAULT_EXTRA_BF_TOLERANCES_PX: Final[tuple[float, ...]] = (1.0, 2.0)
 #: Matches with ``threshold <= IoU < BOX_LOW_IOU_MAX`` fall in the paper's "0.1-0.49" bin, the
 #: rest (``IoU >= 0.5``) in the "0.5-1" bin.
 BOX_LOW_IOU_MAX: Final[float] = 0.5
@@ -139,6 +147,10 @@ class EvaluationConfig(BaseModel):
         default, 0.75 % of each field's diagonal (≈ 6.4 px for 512 x 680 fields).
     box_iou_threshold : float
         Minimum box IoU for a predicted object to match a true object (paper: 0.1).
+    extra_bf_tolerances_px : tuple of float
+        Further BF tolerances in **pixels** (default 1 and 2 px), reported as the metrics
+        ``bf_1px``, ``bf_2px`` (:func:`bf_metric_name`) beside the paper's ``bf``: the paper's
+        tolerance (≈ 6.4 px) is wider than the objects (2–7 px), so it saturates.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -146,6 +158,22 @@ class EvaluationConfig(BaseModel):
     class_names: tuple[str, ...] = CLASS_NAMES
     bf_tolerance_px: float | None = Field(default=None, ge=0.0)
     box_iou_threshold: float = Field(default=0.1, gt=0.0, le=1.0)
+    extra_bf_tolerances_px: tuple[float, ...] = DEFAULT_EXTRA_BF_TOLERANCES_PX
+
+    @field_validator("extra_bf_tolerances_px")
+    @classmethod
+    def _distinct_non_negative(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not (math.isfinite(t) and t >= 0) for t in value) or len(set(value)) != len(value):
+            raise ValueError(f"extra_bf_tolerances_px must be distinct values >= 0, got {value!r}")
+        names = [bf_metric_name(t) for t in value]
+        if len(set(names)) != len(names):
+            raise ValueError(f"extra_bf_tolerances_px {value!r} give the same metric names {names}")
+        return value
+
+    @property
+    def extra_bf_metrics(self) -> tuple[str, ...]:
+        """Metric names of :attr:`extra_bf_tolerances_px` (e.g. ``("bf_1px", "bf_2px")``)."""
+        return tuple(bf_metric_name(t) for t in self.extra_bf_tolerances_px)
 
     @field_validator("class_names")
     @classmethod
@@ -158,6 +186,11 @@ class EvaluationConfig(BaseModel):
     def n_classes(self) -> int:
         """Number of classes ``C``."""
         return len(self.class_names)
+
+
+def bf_metric_name(tolerance_px: float) -> str:
+    """Metric name of the BF score at a fixed tolerance: ``bf_1px``, ``bf_2px``, ``bf_1.5px``."""
+    return f"bf_{tolerance_px:g}px"
 
 
 def default_bf_tolerance(shape: tuple[int, ...]) -> float:
@@ -692,12 +725,16 @@ class SegmentationScores:
     box_counts : (C, 5) ndarray of int64
         Per class: true objects, predicted objects, matches, matches with IoU < 0.5, matches with
         IoU >= 0.5 (row 0, background, stays zero).
+    extra_boundary_counts : list of (K, C, 4) ndarray of int64
+        Per field, the boundary counts at each of the ``K`` tolerances of
+        ``config.extra_bf_tolerances_px``.
     """
 
     config: EvaluationConfig = field(default_factory=EvaluationConfig)
     confusion: IntArray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.int64))
     boundary_counts: list[IntArray] = field(default_factory=list)
     box_counts: IntArray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.int64))
+    extra_boundary_counts: list[IntArray] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         c = self.config.n_classes
@@ -715,6 +752,15 @@ class SegmentationScores:
                 raise ValueError(
                     f"boundary counts of shape {counts.shape}, expected {(c, _BOUNDARY_FIELDS)}"
                 )
+        extra = (len(self.config.extra_bf_tolerances_px), c, _BOUNDARY_FIELDS)
+        if len(self.extra_boundary_counts) != len(self.boundary_counts):
+            raise ValueError(
+                f"{len(self.extra_boundary_counts)} fields of extra boundary counts for"
+                f" {len(self.boundary_counts)} fields"
+            )
+        for counts in self.extra_boundary_counts:
+            if counts.shape != extra:
+                raise ValueError(f"extra boundary counts of shape {counts.shape}, expected {extra}")
 
     @property
     def n_images(self) -> int:
@@ -743,13 +789,18 @@ class SegmentationScores:
         shape = (int(t.shape[0]), int(t.shape[1]))
         t_bounds, p_bounds = _class_boundaries(t, n_classes), _class_boundaries(p, n_classes)
         counts = np.zeros((n_classes, _BOUNDARY_FIELDS), dtype=np.int64)
+        extras = self.config.extra_bf_tolerances_px
+        extra = np.zeros((len(extras), n_classes, _BOUNDARY_FIELDS), dtype=np.int64)
         for c in range(n_classes):
             counts[c] = _boundary_counts(t_bounds[c], p_bounds[c], shape, tol)
+            for k, extra_tol in enumerate(extras):
+                extra[k, c] = _boundary_counts(t_bounds[c], p_bounds[c], shape, extra_tol)
             if c > 0:
                 threshold = self.config.box_iou_threshold
                 stats = match_boxes(t == c, p == c, iou_threshold=threshold).stats()
                 self.box_counts[c] += [getattr(stats, f) for f in _BOX_FIELDS]
         self.boundary_counts.append(counts)
+        self.extra_boundary_counts.append(extra)
         return self
 
     def merge(self, other: SegmentationScores) -> SegmentationScores:
@@ -770,6 +821,7 @@ class SegmentationScores:
             confusion=self.confusion + other.confusion,
             boundary_counts=[*self.boundary_counts, *other.boundary_counts],
             box_counts=self.box_counts + other.box_counts,
+            extra_boundary_counts=[*self.extra_boundary_counts, *other.extra_boundary_counts],
         )
 
     def __add__(self, other: SegmentationScores) -> SegmentationScores:
@@ -782,66 +834,47 @@ class SegmentationScores:
             "confusion": self.confusion.tolist(),
             "boundary_counts": [c.tolist() for c in self.boundary_counts],
             "box_counts": self.box_counts.tolist(),
+            "extra_boundary_counts": [c.tolist() for c in self.extra_boundary_counts],
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SegmentationScores:
-        """Rebuild an accumulator written by :meth:`to_dict`."""
+        """Rebuild an accumulator written by :meth:`to_dict`.
+
+        A dict written before the extra BF tolerances existed (no ``extra_boundary_counts``)
+        is restored with no extra tolerances.
+        """
+        config = EvaluationConfig.model_validate(data["config"])
+        c = config.n_classes
+        if "extra_boundary_counts" not in data:
+            config = config.model_copy(update={"extra_bf_tolerances_px": ()})
+        shape = (len(config.extra_bf_tolerances_px), c, _BOUNDARY_FIELDS)
+        extra = data.get("extra_boundary_counts", [[] for _ in data["boundary_counts"]])
         return cls(
-            config=EvaluationConfig.model_validate(data["config"]),
+            config=config,
             confusion=np.asarray(data["confusion"], dtype=np.int64),
-            boundary_counts=[np.asarray(c, dtype=np.int64) for c in data["boundary_counts"]],
+            boundary_counts=[np.asarray(b, dtype=np.int64) for b in data["boundary_counts"]],
             box_counts=np.asarray(data["box_counts"], dtype=np.int64),
+            extra_boundary_counts=[np.asarray(e, dtype=np.int64).reshape(shape) for e in extra],
         )
 
     def result(self) -> EvaluationResult:
         """Compute every metric from the accumulated counts (see the module docstring)."""
         names = self.config.class_names
-        m = self.confusion.astype(np.float64)
-        n = float(m.sum())
-        tp = np.diag(m)
-        fn = m.sum(axis=1) - tp
-        fp = m.sum(axis=0) - tp
-        tn = n - tp - fn - fp
-        support = m.sum(axis=1)
-
-        per_class: dict[str, FloatArray] = {
-            "accuracy": _ratio(tp + tn, np.full_like(tp, n)),
-            "precision": _ratio(tp, tp + fp),
-            "recall": _ratio(tp, tp + fn),
-            "specificity": _ratio(tn, tn + fp),
-            "iou": _ratio(tp, tp + fp + fn),
-        }
-        global_: dict[str, float] = {
-            "accuracy": _scalar_ratio(tp.sum(), n),
-            "precision": _scalar_ratio(tp.sum(), tp.sum() + fp.sum()),
-            "recall": _scalar_ratio(tp.sum(), tp.sum() + fn.sum()),
-            "specificity": _scalar_ratio(tn.sum(), tn.sum() + fp.sum()),
-            "iou": _scalar_ratio(tp.sum(), tp.sum() + fp.sum() + fn.sum()),
-        }
-        mean = {k: _nanmean(v) for k, v in per_class.items()}
-
-        # boundary metrics: per field and class (nan = nothing to score), then averages
         c = len(names)
-        bc = (
-            np.stack(self.boundary_counts)
-            if self.boundary_counts
-            else np.zeros((0, c, _BOUNDARY_FIELDS), dtype=np.int64)
-        )
-        prf = np.array(
-            [[_bf_from_counts(*row) for row in image] for image in bc.tolist()],
-            dtype=np.float64,
-        ).reshape(len(bc), c, 3)
-        for j, name in enumerate(("bf_precision", "bf_recall", "bf")):
-            per_class[name] = np.array([_nanmean(prf[:, k, j]) for k in range(c)])
-            per_image = [_nanmean(prf[i, :, j]) for i in range(len(bc))]
-            mean[name] = _nanmean(per_image)
-        pooled = bc.sum(axis=(0, 1))
-        global_["bf_precision"] = _scalar_ratio(pooled[0], pooled[1])
-        global_["bf_recall"] = _scalar_ratio(pooled[2], pooled[3])
-        global_["bf"] = _harmonic(global_["bf_precision"], global_["bf_recall"])
+        per_class, global_, mean = _pixel_metrics(self.confusion)
+        support = self.confusion.astype(np.float64).sum(axis=1)
+        # boundary metrics: per field and class (nan = nothing to score), then averages
+        bc = _stack_counts(self.boundary_counts, (c, _BOUNDARY_FIELDS))
+        for name, values in _boundary_metrics(bc, ("bf_precision", "bf_recall", "bf")).items():
+            per_class[name], mean[name], global_[name] = values
+        extra_names = self.config.extra_bf_metrics
+        ebc = _stack_counts(self.extra_boundary_counts, (len(extra_names), c, _BOUNDARY_FIELDS))
+        for k, metric in enumerate(extra_names):
+            values = _boundary_metrics(ebc[:, k], (None, None, metric))[metric]
+            per_class[metric], mean[metric], global_[metric] = values
 
-        metrics = (*PIXEL_METRICS, *BOUNDARY_METRICS)
+        metrics = (*PIXEL_METRICS, *BOUNDARY_METRICS, *extra_names)
         aggregate = {
             k: {
                 "global": global_[k],
@@ -868,7 +901,67 @@ class SegmentationScores:
             boxes=boxes,
             bf_tolerance_px=self.config.bf_tolerance_px,
             box_iou_threshold=self.config.box_iou_threshold,
+            extra_bf_tolerances_px=self.config.extra_bf_tolerances_px,
         )
+
+
+def _stack_counts(counts: Sequence[IntArray], shape: tuple[int, ...]) -> IntArray:
+    """``(F, *shape)`` stack of per-field counts (``F = 0`` when there is none)."""
+    return np.stack(counts) if counts else np.zeros((0, *shape), dtype=np.int64)
+
+
+def _pixel_metrics(
+    confusion: IntArray,
+) -> tuple[dict[str, FloatArray], dict[str, float], dict[str, float]]:
+    """Per-class, global and mean pixel metrics of a confusion matrix (module docstring)."""
+    m = confusion.astype(np.float64)
+    n = float(m.sum())
+    tp = np.diag(m)
+    fn = m.sum(axis=1) - tp
+    fp = m.sum(axis=0) - tp
+    tn = n - tp - fn - fp
+    per_class: dict[str, FloatArray] = {
+        "accuracy": _ratio(tp + tn, np.full_like(tp, n)),
+        "precision": _ratio(tp, tp + fp),
+        "recall": _ratio(tp, tp + fn),
+        "specificity": _ratio(tn, tn + fp),
+        "iou": _ratio(tp, tp + fp + fn),
+    }
+    global_: dict[str, float] = {
+        "accuracy": _scalar_ratio(tp.sum(), n),
+        "precision": _scalar_ratio(tp.sum(), tp.sum() + fp.sum()),
+        "recall": _scalar_ratio(tp.sum(), tp.sum() + fn.sum()),
+        "specificity": _scalar_ratio(tn.sum(), tn.sum() + fp.sum()),
+        "iou": _scalar_ratio(tp.sum(), tp.sum() + fp.sum() + fn.sum()),
+    }
+    return per_class, global_, {k: _nanmean(v) for k, v in per_class.items()}
+
+
+def _boundary_metrics(
+    counts: IntArray, names: tuple[str | None, str | None, str | None]
+) -> dict[str, tuple[FloatArray, float, float]]:
+    """BF precision, recall and F1 from ``(F, C, 4)`` boundary counts.
+
+    Returns ``{name: (per-class mean over fields, MATLAB mean, pooled global)}`` for each of
+    the (precision, recall, F1) ``names`` that is not ``None``.
+    """
+    n_fields, c = counts.shape[0], counts.shape[1]
+    prf = np.array(
+        [[_bf_from_counts(*row) for row in image] for image in counts.tolist()],
+        dtype=np.float64,
+    ).reshape(n_fields, c, 3)
+    pooled = counts.sum(axis=(0, 1))
+    precision = _scalar_ratio(pooled[0], pooled[1])
+    recall = _scalar_ratio(pooled[2], pooled[3])
+    pooled_values = (precision, recall, _harmonic(precision, recall))
+    out: dict[str, tuple[FloatArray, float, float]] = {}
+    for j, name in enumerate(names):
+        if name is None:
+            continue
+        per_class = np.array([_nanmean(prf[:, k, j]) for k in range(c)])
+        per_image = [_nanmean(prf[i, :, j]) for i in range(n_fields)]
+        out[name] = (per_class, _nanmean(per_image), pooled_values[j])
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -890,7 +983,8 @@ class EvaluationResult:
         Pixel confusion matrix, rows = truth, columns = prediction.
     per_class : dict of str to (C,) ndarray of float64
         ``accuracy`` (one-vs-rest), ``precision``, ``recall``, ``specificity``, ``iou``, ``bf``,
-        ``bf_precision``, ``bf_recall``; ``nan`` where undefined.
+        ``bf_precision``, ``bf_recall``, then one BF F1 per extra tolerance (``bf_1px``,
+        ``bf_2px``); ``nan`` where undefined.
     aggregate : dict of str to dict of str to float
         ``aggregate[metric][aggregation]`` for aggregations ``global``, ``mean``, ``weighted``.
     matlab : dict of str to float
@@ -902,6 +996,9 @@ class EvaluationResult:
         BF tolerance in pixels (``None``: 0.75 % of each field's diagonal).
     box_iou_threshold : float
         Box IoU needed for a match.
+    extra_bf_tolerances_px : tuple of float
+        Tolerances (px) of the extra BF metrics (``bf_1px``, ...) in ``per_class`` and
+        ``aggregate``.
     """
 
     class_names: tuple[str, ...]
@@ -913,6 +1010,7 @@ class EvaluationResult:
     boxes: Mapping[str, BoxStats]
     bf_tolerance_px: float | None
     box_iou_threshold: float
+    extra_bf_tolerances_px: tuple[float, ...] = ()
 
     @property
     def n_pixels(self) -> int:
@@ -935,6 +1033,7 @@ class EvaluationResult:
             "n_pixels": self.n_pixels,
             "bf_tolerance_px": self.bf_tolerance_px,
             "box_iou_threshold": self.box_iou_threshold,
+            "extra_bf_tolerances_px": list(self.extra_bf_tolerances_px),
             "confusion": self.confusion.tolist(),
             "normalized_confusion": [
                 [_json_float(float(v)) for v in row] for row in self.normalized_confusion
@@ -961,6 +1060,7 @@ def evaluate_masks(
     bf_tolerance: float | None = None,
     box_iou_threshold: float = 0.1,
     class_names: Sequence[str] = CLASS_NAMES,
+    extra_bf_tolerances: Sequence[float] = DEFAULT_EXTRA_BF_TOLERANCES_PX,
 ) -> EvaluationResult:
     """Evaluate predicted masks against reference masks over many fields.
 
@@ -975,6 +1075,8 @@ def evaluate_masks(
         Box IoU needed for an object match (paper: 0.1).
     class_names : sequence of str
         Name per label value; default background, phagophore, autolysosome.
+    extra_bf_tolerances : sequence of float
+        Further BF tolerances in **pixels** (default 1 and 2), metrics ``bf_1px``, ``bf_2px``.
 
     Returns
     -------
@@ -998,6 +1100,7 @@ def evaluate_masks(
         class_names=tuple(class_names),
         bf_tolerance_px=bf_tolerance,
         box_iou_threshold=box_iou_threshold,
+        extra_bf_tolerances_px=tuple(float(t) for t in extra_bf_tolerances),
     )
     scores = SegmentationScores(config=config)
     for truth, pred in pairs:
@@ -1025,24 +1128,54 @@ class CountErrors:
         Wells compared.
     n_relative : (K,) ndarray of int64
         Wells that entered ``mre`` (``true > 0``) per column.
+    relative : (W, K) ndarray of float64
+        Each well's error relative to its own true count, ``|pred - true| / true`` (``nan``
+        where ``true == 0``), wells in the order of the input (sorted names for mappings).
+    pooled_relative : (K,) ndarray of float64
+        ``sum_w |pred - true| / sum_w true`` (``nan`` when no true object at all): the
+        relative error of a typical object, not of a typical well.
+    wells : tuple of str
+        Well names of ``relative``'s rows (empty for array input).
     """
 
     mae: FloatArray
     mre: FloatArray
     n_wells: int
     n_relative: IntArray
+    relative: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))
+    pooled_relative: FloatArray = field(default_factory=lambda: np.zeros(0))
+    wells: tuple[str, ...] = ()
+
+    @property
+    def max_relative(self) -> FloatArray:
+        """Largest per-well relative error per column (``nan`` if no well has ``true > 0``)."""
+        rel = self.relative
+        ok = np.isfinite(rel)
+        out = np.full(rel.shape[1] if rel.ndim == 2 else 0, np.nan)
+        for k in range(out.size):
+            if ok[:, k].any():
+                out[k] = float(rel[ok[:, k], k].max())
+        return out
 
     def to_dict(self, names: Sequence[str] | None = None) -> dict[str, Any]:
         """JSON-serialisable dict keyed by column ``names`` (default ``"0"``, ``"1"``, ...)."""
         keys = [str(i) for i in range(len(self.mae))] if names is None else list(names)
         if len(keys) != len(self.mae):
             raise ValueError(f"{len(keys)} names for {len(self.mae)} count columns")
-        return {
+
+        def per_column(values: FloatArray) -> dict[str, float | None]:
+            return {k: _json_float(float(v)) for k, v in zip(keys, values, strict=True)}
+
+        out: dict[str, Any] = {
             "n_wells": self.n_wells,
-            "mae": {k: _json_float(float(v)) for k, v in zip(keys, self.mae, strict=True)},
-            "mre": {k: _json_float(float(v)) for k, v in zip(keys, self.mre, strict=True)},
+            "mae": per_column(self.mae),
+            "mre": per_column(self.mre),
             "n_relative": {k: int(v) for k, v in zip(keys, self.n_relative, strict=True)},
         }
+        if self.pooled_relative.size:
+            out["pooled_relative"] = per_column(self.pooled_relative)
+            out["max_relative"] = per_column(self.max_relative)
+        return out
 
 
 def _as_count_matrix(
@@ -1072,7 +1205,8 @@ def count_errors(
     -------
     CountErrors
         ``mae = mean_w |p - t|``; ``mre = mean_w |p - t| / t`` over wells with ``t > 0`` only
-        (a well with no true object has no relative error).
+        (a well with no true object has no relative error); every well's relative error
+        ``|p - t| / t`` and the pooled ``sum |p - t| / sum t``.
 
     Raises
     ------
@@ -1106,6 +1240,9 @@ def count_errors(
         mre=_ratio(rel.sum(axis=0), n_rel),
         n_wells=int(t.shape[0]),
         n_relative=n_rel.astype(np.int64),
+        relative=np.where(has, rel, np.nan),
+        pooled_relative=_ratio(abs_err.sum(axis=0), t.sum(axis=0)),
+        wells=tuple(wells),
     )
 
 
@@ -1124,7 +1261,8 @@ def format_table(results: Mapping[str, EvaluationResult]) -> str:
     """Paper-style text table: one column per method, one row per metric and aggregation.
 
     Rows: for each metric (accuracy, precision, recall, specificity, IoU, BF, BF precision, BF
-    recall) the ``global``, ``mean`` and ``weighted`` aggregations then one row per class; the
+    recall, then the extra-tolerance BF scores every method has) the ``global``, ``mean`` and
+    ``weighted`` aggregations then one row per class; the
     five MATLAB ``DataSetMetrics``; the box surrogate per foreground class. ``n/a`` marks an
     undefined value.
 
@@ -1158,7 +1296,12 @@ def format_table(results: Mapping[str, EvaluationResult]) -> str:
         ("fields", "", [str(results[m].n_images) for m in methods]),
         ("pixels", "", [str(results[m].n_pixels) for m in methods]),
     ]
-    for metric in (*PIXEL_METRICS, *BOUNDARY_METRICS):
+    extra = [
+        k for k in results[methods[0]].per_class if k not in (*PIXEL_METRICS, *BOUNDARY_METRICS)
+    ]
+    for metric in (*PIXEL_METRICS, *BOUNDARY_METRICS, *extra):
+        if any(metric not in results[m].per_class for m in methods):
+            continue
         for agg in AGGREGATIONS:
             rows.append((metric, agg, [_fmt(results[m].aggregate[metric][agg]) for m in methods]))
         for k, name in enumerate(names):
@@ -1199,4 +1342,214 @@ def format_table(results: Mapping[str, EvaluationResult]) -> str:
     for a, b, vals in rows:
         cells = "  ".join(f"{v:>{w}}" for v, w in zip(vals, wc, strict=True))
         lines.append(f"{a:<{w0}}  {b:<{w1}}  {cells}")
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------
+# per-condition summary (stress suite)
+# --------------------------------------------------------------------------------------------
+
+#: Columns of :func:`format_condition_table`: attribute of :class:`ConditionScores` -> header.
+CONDITION_COLUMNS: Final[dict[str, str]] = {
+    "f1_merged": "object F1 (classes merged)",
+    "f1_phagophore": "object F1 phagophore",
+    "f1_autolysosome": "object F1 autolysosome",
+    "miou": "mean IoU (3 classes)",
+    "iou_merged": "IoU (classes merged)",
+    "bf": "BF (0.75 % diagonal)",
+    "bf_1px": "BF 1 px",
+    "bf_2px": "BF 2 px",
+    "count_mre_phagophore": "per-well count error phagophore",
+    "count_mre_autolysosome": "per-well count error autolysosome",
+    "cpu_s_per_field": "CPU s / field",
+}
+
+
+@dataclass(frozen=True)
+class ConditionScores:
+    """One method's scores on one stress condition (one cell of the per-condition table).
+
+    Attributes
+    ----------
+    n_fields, n_true_objects : int
+        Fields scored and true objects (8-connected components, classes merged).
+    f1_merged : float
+        Box-surrogate object F1 with both classes merged into one foreground.
+    f1_phagophore, f1_autolysosome : float
+        Per-class object F1 (a misclassified object counts as a miss and a false positive).
+    miou : float
+        3-class mean IoU (the paper's "Mean"); meaningful only for a method that classifies.
+    iou_merged : float
+        Foreground IoU with the classes merged.
+    bf, bf_1px, bf_2px : float
+        Mean BF score at the paper's tolerance and at 1 and 2 px (3 classes, MATLAB mean).
+    count_mre_phagophore, count_mre_autolysosome : float
+        Mean over wells of ``|pred - true| / true`` of the per-well counts (``nan`` without
+        counts).
+    cpu_s_per_field : float
+        CPU seconds per field as measured by the caller (``nan`` when not given).
+    """
+
+    n_fields: int
+    n_true_objects: int
+    f1_merged: float
+    f1_phagophore: float
+    f1_autolysosome: float
+    miou: float
+    iou_merged: float
+    bf: float
+    bf_1px: float
+    bf_2px: float
+    count_mre_phagophore: float = math.nan
+    count_mre_autolysosome: float = math.nan
+    cpu_s_per_field: float = math.nan
+
+    def to_dict(self) -> dict[str, float | int | None]:
+        """JSON-serialisable dict (``nan`` -> ``None``)."""
+        out: dict[str, float | int | None] = {}
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            out[name] = value if isinstance(value, int) else _json_float(float(value))
+        return out
+
+
+def _class_counts(mask: NDArray[Any]) -> tuple[int, int]:
+    """Phagophores and autolysosomes of a mask: 8-connected components per class."""
+    return (
+        int(ndi.label(mask == 1, structure=_EIGHT_CONNECTED)[1]),
+        int(ndi.label(mask == 2, structure=_EIGHT_CONNECTED)[1]),
+    )
+
+
+def _well_count_errors(
+    wells: Sequence[str],
+    true_counts: Sequence[tuple[int, int]],
+    pred_counts: Sequence[tuple[int, int]],
+) -> CountErrors:
+    """:func:`count_errors` of per-field counts summed per well."""
+    t_w: dict[str, list[float]] = {}
+    p_w: dict[str, list[float]] = {}
+    for w, tc, pc in zip(wells, true_counts, pred_counts, strict=True):
+        t_w[w] = [a + b for a, b in zip(t_w.get(w, [0.0, 0.0]), tc, strict=True)]
+        p_w[w] = [a + b for a, b in zip(p_w.get(w, [0.0, 0.0]), pc, strict=True)]
+    return count_errors(t_w, p_w)
+
+
+def condition_scores(
+    pairs: Iterable[tuple[ArrayLike, ArrayLike]],
+    *,
+    wells: Sequence[str] | None = None,
+    true_counts: Sequence[tuple[int, int]] | None = None,
+    cpu_seconds: float | None = None,
+) -> ConditionScores:
+    """Score one method on one condition's fields (3-class masks against truth).
+
+    Parameters
+    ----------
+    pairs : iterable of ((H, W) ndarray, (H, W) ndarray)
+        ``(truth, prediction)`` label masks (0, 1, 2) per field.
+    wells : sequence of str, optional
+        Well of each field; with ``true_counts`` the per-well count errors are computed.
+    true_counts : sequence of (int, int), optional
+        True (phagophores, autolysosomes) of each field (instance counts). Predicted counts are
+        the 8-connected components per class of each predicted mask.
+    cpu_seconds : float, optional
+        Total CPU seconds the method spent on these fields.
+
+    Returns
+    -------
+    ConditionScores
+
+    Raises
+    ------
+    ValueError
+        If ``wells`` and ``true_counts`` are not both given or both omitted, or their lengths
+        differ from the number of fields.
+    """
+    if (wells is None) != (true_counts is None):
+        raise ValueError("give both wells and true_counts, or neither")
+    three = SegmentationScores()
+    merged = SegmentationScores(config=EvaluationConfig(class_names=("background", "object")))
+    pred_counts: list[tuple[int, int]] = []
+    for truth, pred in pairs:
+        t, p = np.asarray(truth), np.asarray(pred)
+        three.add(t, p)
+        merged.add(t > 0, p > 0)
+        pred_counts.append(_class_counts(p))
+    r3, rm = three.result(), merged.result()
+    n = r3.n_images
+    mre = np.full(2, np.nan)
+    if wells is not None and true_counts is not None:
+        if len(wells) != n or len(true_counts) != n:
+            raise ValueError(
+                f"{n} fields but {len(wells)} wells and {len(true_counts)} true counts"
+            )
+        mre = _well_count_errors(wells, true_counts, pred_counts).mre
+    box = rm.boxes["object"]
+    return ConditionScores(
+        n_fields=n,
+        n_true_objects=box.n_true,
+        f1_merged=box.f1,
+        f1_phagophore=r3.boxes[CLASS_NAMES[1]].f1,
+        f1_autolysosome=r3.boxes[CLASS_NAMES[2]].f1,
+        miou=r3.aggregate["iou"]["mean"],
+        iou_merged=float(rm.per_class["iou"][1]),
+        bf=r3.aggregate["bf"]["mean"],
+        bf_1px=r3.aggregate[bf_metric_name(1.0)]["mean"],
+        bf_2px=r3.aggregate[bf_metric_name(2.0)]["mean"],
+        count_mre_phagophore=float(mre[0]),
+        count_mre_autolysosome=float(mre[1]),
+        cpu_s_per_field=math.nan if cpu_seconds is None or n == 0 else cpu_seconds / n,
+    )
+
+
+def format_condition_table(
+    table: Mapping[str, Mapping[str, ConditionScores]],
+    *,
+    columns: Sequence[str] = ("f1_merged", "miou", "cpu_s_per_field"),
+    digits: int = 3,
+) -> str:
+    """Markdown table of the stress suite: one row per condition, methods side by side.
+
+    Parameters
+    ----------
+    table : mapping of condition -> mapping of method -> ConditionScores
+        Every condition must list the same methods (in the same order).
+    columns : sequence of str
+        :class:`ConditionScores` attributes (keys of :data:`CONDITION_COLUMNS`), each shown
+        once per method.
+    digits : int, default 3
+        Decimals; ``nan`` prints as ``n/a``.
+
+    Returns
+    -------
+    str
+        Markdown (header, separator, one line per condition), newline-terminated.
+
+    Raises
+    ------
+    ValueError
+        If the table is empty, a column is unknown or the conditions list different methods.
+    """
+    if not table:
+        raise ValueError("format_condition_table needs at least one condition")
+    unknown = [c for c in columns if c not in CONDITION_COLUMNS]
+    if unknown:
+        raise ValueError(f"unknown columns {unknown}; choose from {list(CONDITION_COLUMNS)}")
+    conditions = list(table)
+    methods = list(table[conditions[0]])
+    for name in conditions:
+        if list(table[name]) != methods:
+            raise ValueError(
+                f"condition {name!r} has methods {list(table[name])}, expected {methods}"
+            )
+    header = ["condition", *(f"{CONDITION_COLUMNS[c]}: {m}" for c in columns for m in methods)]
+    lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
+    for name in conditions:
+        cells = []
+        for c in columns:
+            for m in methods:
+                v = float(getattr(table[name][m], c))
+                cells.append("n/a" if math.isnan(v) else f"{v:.{digits}f}")
+        lines.append("| " + " | ".join([name, *cells]) + " |")
     return "\n".join(lines) + "\n"
