@@ -56,10 +56,17 @@ def test_unknown_well_for_the_geometry() -> None:
     msg = _problems("well,role\nI01,sample\nA13,sample\n")
     assert "line 2: well 'I01' is not on a 8 × 12 plate (last well H12)" in msg
     assert "line 3: well 'A13'" in msg
-    assert "2 problem(s)" in msg
+    assert "2 problem(s)" in msg and "\n" not in msg  # one line, every problem
     # the same wells are fine on a 384-well plate
     assert len(parse_plate_map("well,role\nI01,sample\nA13,sample\n", plate_rows=16,
                                plate_columns=24).entries) == 2  # fmt: skip
+
+
+def test_many_problems_are_summarised_on_one_line() -> None:
+    msg = _problems("well,role\n" + "".join(f"Z{i:02d},sample\n" for i in range(1, 13)))
+    assert msg.startswith("<text>: 12 problem(s): line 2: well 'Z01'")
+    assert "line 11: well 'Z10'" in msg and "Z11" not in msg
+    assert msg.endswith("; ... and 2 more") and "\n" not in msg
 
 
 def test_not_a_well_name() -> None:

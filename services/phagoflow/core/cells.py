@@ -94,9 +94,6 @@ class CellParameters(BaseModel):
     min_cytoplasm_area_um2: float = Field(
         4.0, ge=0, description="Cytoplasm specks smaller than this (µm²) are removed."
     )
-    area_unit_um2: float = Field(
-        1000.0, gt=0, description="Area unit of the per-area readouts (counts per 1,000 µm²)."
-    )
 
 
 @dataclass(frozen=True)

@@ -88,6 +88,8 @@ class OmeZarrPlateWriter:
         Pixel size in µm (the y and x scale of every image and label).
     label_names : sequence of str, default ("cip", "cdl")
         Label images every field may carry (e.g. one per segmentation method).
+    dtype : {numpy.uint16, numpy.float32}, default uint16
+        Pixel type of every image: raw camera counts, or counts × a ``.flex`` Factor.
     overwrite : bool, default False
         Replace an existing ``path``; otherwise an existing one is an error.
 
@@ -110,11 +112,15 @@ class OmeZarrPlateWriter:
         channel_names: Sequence[str],
         pixel_size_um: float,
         label_names: Sequence[str] = ("cip", "cdl"),
+        dtype: npt.DTypeLike = np.uint16,
         overwrite: bool = False,
     ) -> None:
         _validate_plate_options(
             plate_id, plate_rows, plate_columns, channel_names, pixel_size_um, label_names
         )
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.dtype(np.uint16), np.dtype(np.float32)):
+            raise ValueError(f"dtype must be uint16 or float32, got {self.dtype}")
         import zarr
 
         self.path = Path(path)
@@ -162,7 +168,7 @@ class OmeZarrPlateWriter:
             1-based well position.
         field : int
             1-based field number (image ``field - 1`` in the well).
-        image : (C, Y, X) array_like of uint16
+        image : (C, Y, X) array_like of the writer's dtype (uint16 by default)
             One plane per channel name.
         labels : dict of str to (Y, X) array_like of uint8, optional
             Label images by name (a subset of ``label_names``): 0 background, 1 phagophore,
@@ -222,7 +228,7 @@ class OmeZarrPlateWriter:
             metadata={"description": "single resolution level", "writer": "phagoflow"},
         )
 
-    def _image_attrs(self, img: npt.NDArray[np.uint16]) -> dict[str, Any]:
+    def _image_attrs(self, img: npt.NDArray[Any]) -> dict[str, Any]:
         from ome_zarr_models.v05.image import ImageAttrs
 
         axes = [("c", "channel", None), ("y", "space", "micrometer"), ("x", "space", "micrometer")]
@@ -300,7 +306,7 @@ class OmeZarrPlateWriter:
         field: int,
         image: npt.ArrayLike,
         labels: Mapping[str, npt.ArrayLike],
-    ) -> tuple[npt.NDArray[np.uint16], dict[str, npt.NDArray[np.uint8]]]:
+    ) -> tuple[npt.NDArray[Any], dict[str, npt.NDArray[np.uint8]]]:
         if self._closed:
             raise ValueError(f"{self.path}: the plate is closed")
         if not (1 <= row <= self.plate_rows and 1 <= col <= self.plate_columns):
@@ -311,8 +317,10 @@ class OmeZarrPlateWriter:
             raise ValueError(f"field {field} of well {well_name(row, col)} is < 1 or repeated")
         img = np.asarray(image)
         want = len(self.channel_names)
-        if img.ndim != 3 or img.shape[0] != want or img.dtype != np.uint16:
-            raise ValueError(f"image must be ({want}, Y, X) uint16, got {img.shape} {img.dtype}")
+        if img.ndim != 3 or img.shape[0] != want or img.dtype != self.dtype:
+            raise ValueError(
+                f"image must be ({want}, Y, X) {self.dtype}, got {img.shape} {img.dtype}"
+            )
         masks: dict[str, npt.NDArray[np.uint8]] = {}
         for name, mask in labels.items():
             m = np.asarray(mask)
@@ -349,9 +357,10 @@ def _validate_plate_options(
         raise ValueError(f"label_names must be unique plain names, got {tuple(label_names)}")
 
 
-def _omero(names: Sequence[str], img: npt.NDArray[np.uint16]) -> dict[str, Any]:
+def _omero(names: Sequence[str], img: npt.NDArray[Any]) -> dict[str, Any]:
     """Transitional ``omero`` block: channel names, colours and a 0.1–99.9 % display window."""
     channels = []
+    top = 65535.0 if img.dtype == np.uint16 else max(65535.0, float(img.max(initial=0)))
     for name, plane in zip(names, img, strict=True):
         lo, hi = (float(v) for v in np.percentile(plane, [0.1, 99.9]))
         channels.append(
@@ -359,7 +368,7 @@ def _omero(names: Sequence[str], img: npt.NDArray[np.uint16]) -> dict[str, Any]:
                 "label": name,
                 "color": default_channel_colour(name),
                 "active": True,
-                "window": {"min": 0.0, "max": 65535.0, "start": lo, "end": max(hi, lo + 1)},
+                "window": {"min": 0.0, "max": top, "start": lo, "end": max(hi, lo + 1)},
             }
         )
     return {"channels": channels, "rdefs": {"model": "color"}}

@@ -26,7 +26,7 @@ Columns (header names are case-insensitive; order is free; unknown columns are k
     ``%`` are accepted; :attr:`PlateMapEntry.concentration_base` converts to mol/L, g/L or %.
 
 Wells not in the map have no role and are left out of plate statistics. Every problem of a
-file is reported at once, by line, in one :class:`PlateMapError`.
+file is reported at once, by line, in a one-line :class:`PlateMapError`.
 """
 
 from __future__ import annotations
@@ -57,7 +57,8 @@ __all__ = [
 
 
 class PlateMapError(ValueError):
-    """A plate map that cannot be used; the message lists every problem found, by line."""
+    """A plate map that cannot be used; the message lists the problems found, by line, on one
+    line (the first ten, then how many more)."""
 
 
 class Role(StrEnum):
@@ -276,8 +277,19 @@ def parse_plate_map(
     if not entries and not errors:
         errors.append("no wells listed")
     if errors:
-        raise PlateMapError(f"{source}: {len(errors)} problem(s):\n  " + "\n  ".join(errors))
+        raise PlateMapError(f"{source}: {len(errors)} problem(s): " + _summary(errors))
     return PlateMap(plate_rows, plate_columns, entries, source)
+
+
+#: Problems quoted in a :class:`PlateMapError` before "... and N more".
+_MAX_LISTED = 10
+
+
+def _summary(errors: list[str]) -> str:
+    """The problems on one line: the first :data:`_MAX_LISTED`, then how many more."""
+    shown = "; ".join(errors[:_MAX_LISTED])
+    more = len(errors) - _MAX_LISTED
+    return shown + (f"; ... and {more} more" if more > 0 else "")
 
 
 def _entry(row: dict[str, str], plate_rows: int, plate_columns: int) -> PlateMapEntry:

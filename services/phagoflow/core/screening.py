@@ -43,13 +43,15 @@ from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from scipy import optimize, stats
 
+from phagoflow.core.counting import READOUTS
 from phagoflow.core.platemap import PlateMap, PlateMapEntry, Role
 from phagoflow.core.wells import well_name
 
 __all__ = [
+    "AUTO_HIT_READOUTS",
     "MAD_TO_SD",
     "DoseResponseFit",
     "PlateStatistics",
@@ -100,6 +102,48 @@ class ScreeningParameters(BaseModel):
     min_concentrations: int = Field(
         4, ge=4, description="Distinct concentrations > 0 needed for a 4PL fit."
     )
+    hit_readout: str = Field(
+        "auto",
+        description="Readout whose robust z calls the hits (hits.csv, wells.csv, the report): "
+        "a wells.csv readout column, or 'auto' — phagophores per cell with a nuclear stain, "
+        "else per 1,000 µm² of cytoplasm, else per field.",
+    )
+
+    @field_validator("hit_readout")
+    @classmethod
+    def _known_readout(cls, value: str) -> str:
+        if value != "auto" and value not in READOUTS:
+            raise ValueError(f"must be 'auto' or one of {', '.join(READOUTS)}, got {value!r}")
+        return value
+
+    def resolve_hit_readout(self, available: Sequence[str]) -> str:
+        """The hit readout among ``available`` (``'auto'`` picks the first of
+        :data:`AUTO_HIT_READOUTS` there).
+
+        Raises
+        ------
+        ValueError
+            If the requested readout cannot be computed for this plate (e.g. per cell
+            without a nuclear stain).
+        """
+        if self.hit_readout == "auto":
+            return next(r for r in AUTO_HIT_READOUTS if r in available)
+        if self.hit_readout not in available:
+            need = READOUTS[self.hit_readout].needs
+            why = "a nuclear-stain channel" if need == "nuclei" else "cell readouts"
+            raise ValueError(
+                f"hit readout {self.hit_readout!r} needs {why}, which this run does not have; "
+                f"available: {', '.join(available)}"
+            )
+        return self.hit_readout
+
+
+#: Order in which ``hit_readout='auto'`` picks the readout that calls hits.
+AUTO_HIT_READOUTS = (
+    "phagophores_per_cell",
+    "phagophores_per_1000um2",
+    "phagophores_per_field_mean",
+)
 
 
 # --------------------------------------------------------------------------- scalar statistics
@@ -566,9 +610,10 @@ def _dose_fits(
 # --------------------------------------------------------------------------- writers
 
 _STATS_COLUMNS = (
-    "plate", "method", "readout", "z_prime", "z_prime_acceptable", "z_prime_threshold",
-    "negative_mean", "negative_sd", "n_negative", "positive_mean", "positive_sd", "n_positive",
-    "n_samples", "sample_median", "sample_mad", "hit_z", "hit_direction", "n_hits",
+    "plate", "method", "readout", "hit_readout", "z_prime", "z_prime_acceptable",
+    "z_prime_threshold", "negative_mean", "negative_sd", "n_negative", "positive_mean",
+    "positive_sd", "n_positive", "n_samples", "sample_median", "sample_mad", "hit_z",
+    "hit_direction", "n_hits",
 )  # fmt: skip
 _HIT_COLUMNS = (
     "plate", "method", "readout", "well", "row", "col", "role", "compound", "condition",
@@ -604,9 +649,10 @@ def _labels(s: PlateStatistics) -> dict[str, object]:
     return {"plate": s.plate, "method": s.method, "readout": s.readout}
 
 
-def _stats_row(s: PlateStatistics) -> dict[str, object]:
+def _stats_row(s: PlateStatistics, hit_readout: str | None) -> dict[str, object]:
     row = _labels(s) | {k: getattr(s, k) for k in _STATS_COLUMNS if hasattr(s, k)}
     return row | {
+        "hit_readout": s.readout == hit_readout,
         "z_prime_threshold": s.params.z_prime_acceptable,
         "hit_z": s.params.hit_z,
         "hit_direction": s.params.hit_direction,
@@ -614,9 +660,15 @@ def _stats_row(s: PlateStatistics) -> dict[str, object]:
     }
 
 
-def write_plate_stats_csv(path: str | Path, results: Iterable[PlateStatistics]) -> Path:
-    """``plate_stats.csv``: one row per plate, method and readout (Z′, controls, hit count)."""
-    return _write_rows(path, _STATS_COLUMNS, (_stats_row(s) for s in results))
+def write_plate_stats_csv(
+    path: str | Path, results: Iterable[PlateStatistics], *, hit_readout: str | None = None
+) -> Path:
+    """``plate_stats.csv``: one row per plate, method and readout (Z′, controls, hit count).
+
+    Column ``hit_readout`` is True on the rows of ``hit_readout``, the readout that calls the
+    hits of ``hits.csv`` (``n_hits`` of the other rows is what that readout would call).
+    """
+    return _write_rows(path, _STATS_COLUMNS, (_stats_row(s, hit_readout) for s in results))
 
 
 def write_hits_csv(path: str | Path, results: Iterable[PlateStatistics]) -> Path:
