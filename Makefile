@@ -13,7 +13,7 @@ DEMO_METHOD ?= all
 .PHONY: help venv demo test test-fast lint bench model experiment review up down stack-status e2e bench-stream clean
 
 help:
-	@echo "make demo        simulate a small plate and process it with no servers"
+	@echo "make demo        simulate a small screen and process it with no servers: Z' and hits"
 	@echo "make test        run the whole test suite (slow tests included, as CI does)"
 	@echo "make test-fast   run the fast tests only"
 	@echo "make lint        ruff + mypy (strict, whole package)"
@@ -36,10 +36,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
+# A simulated screen: 24 wells x 2 fields with a Hoechst channel (per-cell readouts) and a plate
+# map (3 negative, 3 positive controls with a 4x phagophore effect planted, one planted sample
+# hit); a flat plate (no column gradient, little well-to-well noise) so the planted wells are
+# the only true effects. The last line checks that the hits are the planted wells.
 demo: $(STAMP)
 	rm -rf $(DEMO_DIR)
-	$(BIN)/phagoflow simulate $(DEMO_DIR)/plate --wells 8 --fields 4 --seed 1 --plate DEMO0001
-	$(BIN)/phagoflow run $(DEMO_DIR)/plate --out $(DEMO_DIR)/results --method $(DEMO_METHOD) --workers 2
+	$(BIN)/phagoflow simulate $(DEMO_DIR)/plate --wells 24 --fields 2 --seed 1 --plate DEMO0001 \
+	    --nuclear --screen --effect 4 --well-sigma 0.05 --plate-gradient 0
+	$(BIN)/phagoflow run $(DEMO_DIR)/plate --out $(DEMO_DIR)/results --method $(DEMO_METHOD) \
+	    --workers 2 --plate-map $(DEMO_DIR)/plate/plate_map.csv
+	$(BIN)/python -m phagoflow.embedded.screen check-planted $(DEMO_DIR)/plate/truth/wells.csv \
+	    $(DEMO_DIR)/results/hits.csv
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

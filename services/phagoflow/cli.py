@@ -68,6 +68,55 @@ def get_arg_parser() -> argparse.ArgumentParser:
         choices=("normal", "harder"),
         help="acquisition preset: normal, or harder (dimmer, uneven expression, more vignetting)",
     )
+    g = p.add_argument_group("cells and screens")
+    g.add_argument(
+        "--nuclear",
+        action="store_true",
+        help="add a Hoechst 33342 channel of the true nuclei (Harmony formats; per-cell readouts)",
+    )
+    g.add_argument(
+        "--screen",
+        action="store_true",
+        help="write OUT/plate_map.csv: negative controls in the first wells (column by column), "
+        "positive controls in the last, the rest samples, some of them planted hits",
+    )
+    g.add_argument(
+        "--effect",
+        type=float,
+        default=None,
+        metavar="F",
+        help="with --screen: phagophore-rate factor of positive controls and planted hits (3)",
+    )
+    g.add_argument(
+        "--planted", type=int, default=None, metavar="N", help="with --screen: planted hits (1)"
+    )
+    g.add_argument(
+        "--controls",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --screen: negative and positive control wells, N of each (3)",
+    )
+    g.add_argument(
+        "--doses",
+        default=None,
+        metavar="C1,C2,...",
+        help="with --screen: a dose series of compound DOSE-1 at these µM (EC50 1 µM)",
+    )
+    g.add_argument(
+        "--well-sigma",
+        type=float,
+        default=None,
+        metavar="S",
+        help="log-normal s.d. of the per-well autophagy level (default 0.35)",
+    )
+    g.add_argument(
+        "--plate-gradient",
+        type=float,
+        default=None,
+        metavar="G",
+        help="extra autophagy across the columns, x (1 + G x) (default 1; 0 for a flat plate)",
+    )
     p.set_defaults(func=_cmd_simulate)
 
     # run -----------------------------------------------------------------------------
@@ -110,6 +159,21 @@ def get_arg_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--backend", choices=("onnxruntime", "torch"), default=None, help="U-Net backend"
+    )
+    p.add_argument(
+        "--plate-map",
+        type=Path,
+        default=None,
+        metavar="FILE.csv",
+        help="plate map (well, role, condition, compound, concentration, unit): plate "
+        "statistics (Z′, robust z, hits, dose response) in plate_stats.csv, hits.csv, "
+        "dose_response.csv; needs >= 2 imaged negative and positive control wells",
+    )
+    p.add_argument(
+        "--ome-zarr",
+        action="store_true",
+        help="also write OUT/<plate>.ome.zarr: an OME-Zarr 0.5 HCS plate with the images, "
+        "the masks as label images and the well table",
     )
     _add_channel_role_option(p)
     p.set_defaults(func=_cmd_run)
@@ -456,22 +520,66 @@ def _settings_cip(path: Path | None):  # type: ignore[no-untyped-def]
         raise SystemExit(f"phagoflow: cannot use CIP parameters from {path}: {exc}") from None
 
 
-def _cmd_simulate(args: argparse.Namespace) -> int:
-    from phagoflow.core.simulate import SimulationParameters, simulate_plate
+def _simulation_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``simulate_plate`` keywords from the simulate flags (pydantic checks the values)."""
+    from phagoflow.core.simulate import NuclearStainParameters, ScreenDesign, SimulationParameters
 
-    plate = simulate_plate(
-        args.out,
-        wells=args.wells,
-        fields=args.fields,
-        seed=args.seed,
-        plate_id=args.plate,
-        export_format=args.format,
-        params=SimulationParameters.preset(args.preset),
-        progress=not args.quiet,
-    )
+    update = {
+        k: v
+        for k, v in (("well_level_sigma", args.well_sigma), ("plate_gradient", args.plate_gradient))
+        if v is not None
+    }
+    params = SimulationParameters.preset(args.preset)
+    if update:
+        params = SimulationParameters.model_validate(params.model_dump() | update)
+    screen_flags = (args.effect, args.planted, args.controls, args.doses)
+    if not args.screen and any(v is not None for v in screen_flags):
+        raise ValueError("--effect, --planted, --controls and --doses need --screen")
+    design = None
+    if args.screen:
+        design_kw: dict[str, Any] = {"effect": args.effect, "n_planted": args.planted}
+        if args.controls is not None:
+            design_kw |= {"n_negative": args.controls, "n_positive": args.controls}
+        if args.doses:
+            design_kw["dose_concentrations_um"] = tuple(float(c) for c in args.doses.split(","))
+        design = ScreenDesign(**{k: v for k, v in design_kw.items() if v is not None})
+    return {
+        "params": params,
+        "nuclear": NuclearStainParameters() if args.nuclear else None,
+        "screen": design,
+    }
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from phagoflow.core.simulate import simulate_plate
+
+    try:
+        plate = simulate_plate(
+            args.out,
+            wells=args.wells,
+            fields=args.fields,
+            seed=args.seed,
+            plate_id=args.plate,
+            export_format=args.format,
+            progress=not args.quiet,
+            **_simulation_options(args),
+        )
+    except ValidationError as exc:
+        bad = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        return _fail(ValueError(f"simulate: {bad}"))
+    except ValueError as exc:
+        return _fail(exc)
     print(f"simulated plate {plate.plate_id}: {plate.n_fields} fields")
     print(f"  export: {plate.export_dir}")
     print(f"  truth:  {plate.truth_dir} (counts: {plate.counts_csv})")
+    if plate.plate_map is not None:
+        print(f"  plate map: {plate.plate_map}")
+        from phagoflow.embedded.screen import planted_wells
+
+        planted = planted_wells(plate.truth_dir / "wells.csv")
+        print(f"  planted hits: {' '.join(planted) or 'none'}")
     return 0
 
 
@@ -561,6 +669,11 @@ def _run(args: argparse.Namespace) -> int:
                 overlays=settings.overlays,
                 progress=not args.quiet,
                 channel_roles=_channel_roles(args),
+                plate_map=args.plate_map,
+                ome_zarr=args.ome_zarr,
+                cell_readouts=settings.cell_readouts,
+                cell_params=settings.cells,
+                screening=settings.screening,
             )
         except KeyboardInterrupt:
             print(
@@ -579,6 +692,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _print_run(result: RunResult) -> None:
     _print_wells(result.wells)
+    _print_screen(result)
     print(
         f"\nplate {result.catalogue.plate_id}: {result.fields_done}/{result.fields_total} fields "
         f"in {result.seconds:.1f} s, {len(result.failures)} failure(s); {result.status}"
@@ -591,6 +705,28 @@ def _print_run(result: RunResult) -> None:
         print("  INTERRUPTED: re-run the same command to resume from the finished fields")
     print(f"report: {result.out_dir / 'report.html'}")
     print(f"wells:  {result.out_dir / 'wells.csv'}")
+    if result.screen is not None:
+        print(f"hits:   {result.out_dir / 'hits.csv'} (Z′: {result.out_dir / 'plate_stats.csv'})")
+    if result.ome_zarr is not None:
+        print(f"OME-Zarr: {result.ome_zarr}")
+
+
+def _print_screen(result: RunResult) -> None:
+    """Z′ and the hits of the hit readout, per method."""
+    import math
+
+    from phagoflow.core.counting import readout_label
+
+    screen = result.screen
+    if screen is None:
+        return
+    p = screen.params
+    print(f"\nplate statistics: hits by robust z of {readout_label(screen.hit_readout).lower()}")
+    for s in screen.hit_statistics:
+        zp = f"{s.z_prime:.2f}" if math.isfinite(s.z_prime) else "n/a"
+        verdict = "acceptable" if s.z_prime_acceptable else "below"
+        hits = ", ".join(f"{w.well} (z {w.robust_z:.1f})" for w in s.hits) or "none"
+        print(f"  {s.method.upper()}: Z′ = {zp} ({verdict} {p.z_prime_acceptable:g}); hits: {hits}")
 
 
 def _print_wells(wells: Sequence[WellSummary]) -> None:
@@ -600,6 +736,8 @@ def _print_wells(wells: Sequence[WellSummary]) -> None:
     )
     print(header)
     print("-" * len(header))
+    from phagoflow.core.wells import to_display
+
     for w in wells:
         row = w.as_row()
         ph, al = ("-" if row[k] is None else row[k] for k in ("phagophores", "autolysosomes"))
@@ -610,7 +748,8 @@ def _print_wells(wells: Sequence[WellSummary]) -> None:
         )
         flag = "  <- fields failed" if w.fields_failed else ""
         print(
-            f"{w.well:<7} {w.method:<6} {f'{w.fields_ok}/{w.fields}':>9} {ph:>12} {al:>14} "
+            f"{to_display(w.well):<7} {w.method:<6} {f'{w.fields_ok}/{w.fields}':>9} {ph:>12} "
+            f"{al:>14} "
             f"{means:>13}{flag}"
         )
 

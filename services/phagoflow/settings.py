@@ -1,7 +1,9 @@
 """Run-time settings, read from ``PHAGOFLOW_*`` environment variables.
 
-Every tunable lives here or in a model it nests (CIP parameters), never as a constant buried in
-code. Nested values use ``__``: ``PHAGOFLOW_CIP__THRESHOLD_K=5`` sets ``CipParameters.threshold_k``.
+Every tunable lives here or in a model it nests (CIP, cell and screening parameters), never as a
+constant buried in code. Nested values use ``__``: ``PHAGOFLOW_CIP__THRESHOLD_K=5`` sets
+``CipParameters.threshold_k``, ``PHAGOFLOW_SCREENING__HIT_Z=4`` sets ``ScreeningParameters.hit_z``
+and ``PHAGOFLOW_CELLS__SPLIT_H_UM=1`` sets ``CellParameters.split_h_um``.
 Command-line flags override settings; settings override defaults.
 """
 
@@ -14,8 +16,10 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator, Field
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from phagoflow.core.cells import CellParameters
 from phagoflow.core.cip import CipParameters
 from phagoflow.core.opera.roles import parse_channel_roles, parse_role_override
+from phagoflow.core.screening import ScreeningParameters
 
 __all__ = ["ChannelRolesSetting", "RunSettings"]
 
@@ -63,6 +67,15 @@ class RunSettings(BaseSettings):
     channel_roles : dict of str to str
         Channel-role override used when no ``--channel-role`` is given
         (:data:`ChannelRolesSetting`).
+    cell_readouts : bool
+        Measure each field's cells (nuclei when the plate has a nuclear stain, and the
+        cytoplasm area) for the per-cell and per-area readouts; ``PHAGOFLOW_CELL_READOUTS=false``
+        leaves those ``wells.csv`` columns empty and saves ~0.1–0.4 s per field.
+    cells : CellParameters
+        Nuclei and cytoplasm segmentation (µm); recorded in ``run.json``.
+    screening : ScreeningParameters
+        Plate statistics (hit threshold and direction, hit readout, Z′ threshold, 4PL);
+        recorded in ``run.json``.
     """
 
     model_config = SettingsConfigDict(
@@ -77,3 +90,6 @@ class RunSettings(BaseSettings):
     overlays: int = Field(default=4, ge=0, le=48)
     cip: CipParameters = CipParameters()
     channel_roles: ChannelRolesSetting = Field(default_factory=dict)
+    cell_readouts: bool = True
+    cells: CellParameters = CellParameters()
+    screening: ScreeningParameters = ScreeningParameters()

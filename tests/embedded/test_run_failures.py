@@ -73,10 +73,13 @@ def test_heat_map_marks_failed_wells_and_maps_per_field_means(broken: dict[str, 
     assert marks[1, 3] == MARK_NONE
     assert int(np.count_nonzero(marks)) == 2
     panels = heatmap_panels(cat, result_wells, ("cip",))
-    assert [p.cmap for p in panels] == ["Blues", "Reds"]
+    assert all(p is not None for p in panels)
+    # per-field means, per 1,000 µm² of cytoplasm (no nuclear stain), the ratio
+    assert [p.cmap for p in panels if p] == ["Blues", "Reds", "Blues", "Reds", "Purples"]
+    assert [p.unit for p in panels if p][2] == "phagophores / 1,000 µm²"
     by_well = {w.well: w for w in result_wells}
     phago = panels[0]
-    assert "per field" in phago.title
+    assert phago is not None and "per field" in phago.title
     assert phago.marks is not None and np.array_equal(phago.marks, marks)
     assert math.isnan(phago.values[1, 1])  # all fields failed: no value (grey, hatched)
     assert phago.values[1, 2] == by_well["r02c03"].phagophores_per_field_mean

@@ -4,12 +4,16 @@ import numpy as np
 import pytest
 
 from phagoflow.reporting.figures import (
-    _row_letter,
+    CLASS_COLOURS,
+    PlatePanel,
     composite_rgb,
+    outlined_crop,
     overlay_mask,
     plate_grid,
     plot_plate_heatmaps,
+    save_crop_png,
     save_overlay_png,
+    scale_bar_um,
 )
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -35,9 +39,13 @@ def test_overlay_draws_outline_colours_only_around_objects() -> None:
     rgb = np.zeros((9, 9, 3), np.float32)
     mask = np.zeros((9, 9), np.uint8)
     mask[3:6, 3:6] = 2
-    out = overlay_mask(rgb, mask)
-    assert tuple(out[2, 4]) == (1.0, 0.0, 1.0)  # just outside the object: magenta outline
-    assert out[0, 0].sum() == 0.0  # far away untouched
+    out = overlay_mask(rgb + 0.5, mask)
+    assert np.allclose(out[2, 4], CLASS_COLOURS[2])  # just outside the object: its outline
+    assert tuple(out[4, 4]) == (0.5, 0.5, 0.5)  # the object's own pixels stay visible
+    assert tuple(out[0, 0]) == (0.5, 0.5, 0.5)  # far away untouched
+    edged = overlay_mask(rgb + 0.5, mask, edge=True)
+    assert tuple(edged[1, 4]) == (0.0, 0.0, 0.0)  # a black ring outside the outline
+    assert np.allclose(edged[2, 4], CLASS_COLOURS[2])
     with pytest.raises(ValueError, match="differ in shape"):
         overlay_mask(rgb, mask[:5])
 
@@ -49,8 +57,52 @@ def test_plate_grid_places_values_and_leaves_nan() -> None:
     assert np.isnan(grid).sum() == 8 * 12 - 2
 
 
-def test_row_letters() -> None:
-    assert [_row_letter(r) for r in (1, 8, 26, 27, 32)] == ["A", "H", "Z", "AA", "AF"]
+def test_outline_colours_contrast_with_the_channels() -> None:
+    # the composite is red (DsRed), green (pHluorin) and yellow (both): no outline may be
+    # close to any of them, nor to black
+    for colour in CLASS_COLOURS.values():
+        for channel in ((1, 0, 0), (0, 1, 0), (1, 1, 0), (0, 0, 0)):
+            assert np.abs(np.subtract(colour, channel)).sum() >= 1.0, (colour, channel)
+
+
+def test_crop_is_full_resolution_magnified_without_interpolation() -> None:
+    rng = np.random.default_rng(1)
+    img = rng.random((2, 40, 50)).astype(np.float32)
+    mask = np.zeros((40, 50), np.uint8)
+    mask[20:24, 30:34] = 1
+    crop = outlined_crop(img, None, (10, 20, 30, 45), zoom=4)
+    assert crop.shape == (80, 100, 3)
+    full = composite_rgb(img)
+    assert np.array_equal(crop[0:4, 0:4], np.broadcast_to(full[10, 20], (4, 4, 3)))
+    assert np.array_equal(crop[4 * 5 : 4 * 5 + 4, 4 * 7], np.broadcast_to(full[15, 27], (4, 3)))
+    lined = outlined_crop(img, mask, (10, 20, 30, 45), zoom=4)
+    # the object's pixels are untouched, the ring just outside is the phagophore colour
+    assert np.array_equal(lined[40:56, 40:56], crop[40:56, 40:56])
+    assert np.allclose(lined[39, 45], CLASS_COLOURS[1])
+
+
+@pytest.mark.parametrize(
+    ("width_px", "px_um", "expected"), [(256, 0.05, 2.0), (256, 0.2, 10.0), (100, 0.1, 2.0)]
+)
+def test_scale_bar_is_a_round_length_of_about_a_quarter(
+    width_px: int, px_um: float, expected: float
+) -> None:
+    assert scale_bar_um(width_px, px_um) == expected
+
+
+def test_shared_scale_and_units_on_panels(tmp_path) -> None:
+    grid = plate_grid({(2, 3): 5.0, (2, 4): 2.0}, 8, 12)
+    panels = [
+        PlatePanel("CIP", grid, unit="phagophores / cell", vmax=10.0),
+        PlatePanel("CDL", grid * 2, unit="phagophores / cell", vmax=10.0),
+        None,
+        PlatePanel("z", grid - 3, cmap="RdBu_r", centred=True, rings=np.isfinite(grid)),
+    ]
+    data = plot_plate_heatmaps(panels, tmp_path / "h.png", ncols=2, legend="ringed: hits")
+    assert data.startswith(PNG)
+    crop = np.zeros((64, 64, 3), np.float32)
+    png = save_crop_png([("a", crop), ("b", crop)], pixel_size_um=0.05, zoom=4, target=(5, 5, 9, 9))
+    assert png.startswith(PNG)
 
 
 def test_pngs_are_written(tmp_path) -> None:

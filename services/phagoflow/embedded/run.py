@@ -9,8 +9,13 @@ export with :mod:`phagoflow.core.opera`, segments every field with each requeste
                                            its mask record (what made it) in the TIFF
     OUT/objects.csv                        one row per object
     OUT/wells.csv                          one row per imaged well and method
-    OUT/plate_heatmap.png                  per-field means on the plate layout; failed fields marked
-    OUT/report.html                        failures first, then summary, heat-maps, overlays
+    OUT/plate_heatmap.png                  per-field means, per-cell / per-area readouts and the
+                                           ratio on the plate layout; failed fields marked
+    OUT/plate_stats.csv, hits.csv,         with --plate-map: Z′ per method and readout, the hits,
+    OUT/dose_response.csv                  4PL fits (phagoflow.embedded.screen)
+    OUT/PLATE.ome.zarr                     with --ome-zarr: the plate as OME-Zarr 0.5 HCS
+    OUT/report.html                        failures, Z′ and hits first, then heat-maps, tables,
+                                           crops of the most doubtful objects
     OUT/run.json                           provenance: index checksum, parameters, versions, timings
 
 Before any work the output folder, the free space and the worker count are checked
@@ -23,6 +28,13 @@ at once, writes the tables, ``run.json`` and the report of the fields finished s
 time (``--method cdl`` into a folder made with ``--method cip``) are measured again and kept in
 the tables. A field that cannot be read or segmented is reported, never fatal; an output folder
 that cannot be written stops the run.
+
+Cell readouts (nuclei from a nuclear-stain channel, cytoplasm area from the Rosella signal,
+:func:`phagoflow.core.cells.field_cells`) are measured from each field's images on every run,
+once per field whatever the methods; they are not cached, because they depend on no mask and on
+no segmentation parameter, only on the pixels and :class:`~phagoflow.core.cells.CellParameters`
+(recorded in ``run.json``), and recomputing them costs about what segmenting a field with the
+CIP does.
 """
 
 from __future__ import annotations
@@ -47,6 +59,7 @@ from numpy.typing import NDArray
 from tqdm import tqdm
 
 from phagoflow import __version__
+from phagoflow.core.cells import CellParameters, FieldCells, field_cells
 from phagoflow.core.cip import CipParameters
 from phagoflow.core.counting import (
     OBJECT_COLUMNS,
@@ -56,12 +69,14 @@ from phagoflow.core.counting import (
     ObjectRecord,
     WellSummary,
     aggregate_wells,
+    available_readouts,
     count_field,
     measure_objects,
 )
-from phagoflow.core.opera import PlateCatalogue, RoleOverrides, load_field, read_plate
+from phagoflow.core.opera import PlateCatalogue, RoleOverrides, load_field, load_nuclei, read_plate
 from phagoflow.core.opera.catalogue import FieldKey, FieldRecord, PlateFormatError
 from phagoflow.core.qc import well_disagreement
+from phagoflow.core.screening import ScreeningParameters
 from phagoflow.core.segmenters import METHODS, Segmenter, make_segmenter
 from phagoflow.embedded.fieldpool import FieldPool, PoolError, WorkerFailure
 from phagoflow.embedded.masks import (
@@ -83,6 +98,15 @@ from phagoflow.embedded.preflight import (
     check_workers,
     estimate_output_bytes,
     output_lock,
+)
+from phagoflow.embedded.screen import (
+    SCREEN_COLUMNS,
+    Screen,
+    load_plate_map,
+    screen_statistics,
+    statistics_record,
+    well_screen_values,
+    write_screen_tables,
 )
 
 __all__ = [
@@ -125,7 +149,8 @@ class FieldOutcome:
     error : str or None
         Why the field failed (``"Type: message"``); ``None`` when it did not fail.
     stage : str
-        Where it failed: ``"read"``, ``"segment"``, ``"write"``, ``"measure"`` or ``"worker"``.
+        Where it failed: ``"read"``, ``"cells"``, ``"segment"``, ``"write"``, ``"measure"`` or
+        ``"worker"``.
     path : str
         The file a failure is about (the source file named by the error, else the field's
         source files joined by ``" + "``; the mask for a write failure).
@@ -142,7 +167,7 @@ class FieldOutcome:
     fatal : bool
         The output folder could not be written: the run stops.
     seconds : dict of str to float
-        ``read``, ``segment`` and ``measure`` wall times, in seconds.
+        ``read``, ``cells``, ``segment`` and ``measure`` wall times, in seconds.
     """
 
     name: str
@@ -168,7 +193,9 @@ class RunResult:
     ``methods`` are every method with results in ``OUT`` (``methods_run`` plus
     ``kept_methods``); ``status`` is one of :data:`STATUS_COMPLETE`,
     :data:`STATUS_FAILED_FIELDS`, :data:`STATUS_INTERRUPTED`; ``fields_total`` counts the
-    plate's fields, readable or not.
+    plate's fields, readable or not. ``screen`` holds the plate map and statistics
+    (``--plate-map``), ``readouts`` the readouts the wells have, ``ome_zarr`` the OME-Zarr
+    plate written (``--ome-zarr``).
     """
 
     out_dir: Path
@@ -182,6 +209,9 @@ class RunResult:
     methods_run: tuple[str, ...] = ()
     kept_methods: tuple[str, ...] = ()
     fields_total: int = 0
+    screen: Screen | None = None
+    readouts: tuple[str, ...] = ()
+    ome_zarr: Path | None = None
 
     @property
     def fields_done(self) -> int:
@@ -204,6 +234,7 @@ class _Plan:
     made_by: dict[str, dict[str, Any]]
     threads: int
     settings: dict[str, Any]
+    cells: CellParameters | None = None
 
     @property
     def all_methods(self) -> tuple[str, ...]:
@@ -247,15 +278,17 @@ def _process_field(record: FieldRecord) -> list[FieldOutcome]:
     t0 = time.perf_counter()
     try:
         image = load_field(catalogue, record)
+        nuclear = load_nuclei(catalogue, record) if plan.cells is not None else None
         sources = source_digests(record, catalogue.root, _STATE["digests"])
     except (PlateFormatError, OSError, ValueError) as exc:
-        reason = f"{type(exc).__name__}: {exc}"
-        path = _failing_file(record, str(exc))
-        return [
-            FieldOutcome(record.key.name, m, error=reason, stage="read", path=path)
-            for m in plan.all_methods
-        ]
+        return _all_failed(record, plan, exc, "read")
     t_read = time.perf_counter() - t0
+    try:
+        cells = _cells(image, nuclear, catalogue.pixel_size_um, plan.cells)
+    except (ValueError, ArithmeticError) as exc:
+        logger.exception("field %s: measuring its cells failed", record.key.name)
+        return _all_failed(record, plan, exc, "cells")
+    t_cells = time.perf_counter() - t0 - t_read
     pixels = mask_record(
         {},
         field=record.key.name,
@@ -263,14 +296,39 @@ def _process_field(record: FieldRecord) -> list[FieldOutcome]:
         pixel_size_um=catalogue.pixel_size_um,
         sources=sources,
     )
-    outcomes = [_segment_one(m, record, image, pixels) for m in plan.methods]
+    outcomes = [_segment_one(m, record, image, pixels, cells) for m in plan.methods]
     for o in outcomes:
-        o.seconds["read"] = t_read
-    return outcomes + [_keep_one(m, record, image, pixels) for m in plan.kept]
+        o.seconds.update(read=t_read, cells=t_cells)
+    return outcomes + [_keep_one(m, record, image, pixels, cells) for m in plan.kept]
+
+
+def _all_failed(record: FieldRecord, plan: _Plan, exc: Exception, stage: str) -> list[FieldOutcome]:
+    """The field failed before any method could run: one failed outcome per method."""
+    reason, path = f"{type(exc).__name__}: {exc}", _failing_file(record, str(exc))
+    return [
+        FieldOutcome(record.key.name, m, error=reason, stage=stage, path=path)
+        for m in plan.all_methods
+    ]
+
+
+def _cells(
+    image: NDArray[Any],
+    nuclear: NDArray[Any] | None,
+    pixel_size_um: float,
+    params: CellParameters | None,
+) -> FieldCells | None:
+    """The field's cells (:func:`~phagoflow.core.cells.field_cells`); ``None`` when off."""
+    if params is None:
+        return None
+    return field_cells(image, nuclear, pixel_size_um=pixel_size_um, params=params)
 
 
 def _segment_one(
-    method: str, record: FieldRecord, image: NDArray[Any], pixels: dict[str, Any]
+    method: str,
+    record: FieldRecord,
+    image: NDArray[Any],
+    pixels: dict[str, Any],
+    cells: FieldCells | None = None,
 ) -> FieldOutcome:
     """Reuse the stored mask if its record matches this run's, else segment and store."""
     catalogue: PlateCatalogue = _STATE["catalogue"]
@@ -297,14 +355,18 @@ def _segment_one(
             return FieldOutcome(
                 name, method, error=reason, stage="write", path=str(path), fatal=True
             )
-    outcome = _measured(name, method, record.key, image, mask)
+    outcome = _measured(name, method, record.key, image, mask, cells)
     outcome.reused, outcome.recomputed_because = why is None, why or ""
     outcome.seconds["segment"] = time.perf_counter() - t1 - outcome.seconds.get("measure", 0.0)
     return outcome
 
 
 def _keep_one(
-    method: str, record: FieldRecord, image: NDArray[Any], pixels: dict[str, Any]
+    method: str,
+    record: FieldRecord,
+    image: NDArray[Any],
+    pixels: dict[str, Any],
+    cells: FieldCells | None = None,
 ) -> FieldOutcome:
     """Measure the stored mask of a method not run this time, if it was made from these pixels."""
     name = record.key.name
@@ -313,7 +375,7 @@ def _keep_one(
     why = "no mask" if stored is None else reuse_mismatch(stored[1], pixels, SOURCE_KEYS)
     if stored is None or why is not None:
         return FieldOutcome(name, method, kept=True, not_kept=why or "")
-    outcome = _measured(name, method, record.key, image, stored[0])
+    outcome = _measured(name, method, record.key, image, stored[0], cells)
     outcome.reused = outcome.kept = True
     rec = stored[1] or {}
     outcome.made_by = {k: rec.get(k) for k in ("fingerprint", "phagoflow_version", "segmenter")}
@@ -321,13 +383,18 @@ def _keep_one(
 
 
 def _measured(
-    name: str, method: str, key: FieldKey, image: NDArray[Any], mask: NDArray[Any]
+    name: str,
+    method: str,
+    key: FieldKey,
+    image: NDArray[Any],
+    mask: NDArray[Any],
+    cells: FieldCells | None,
 ) -> FieldOutcome:
     catalogue: PlateCatalogue = _STATE["catalogue"]
     t = time.perf_counter()
     try:
         objects = measure_objects(image, mask, catalogue.pixel_size_um)
-        counts = count_field(objects, plate=catalogue.plate_id, key=key, method=method)
+        counts = count_field(objects, plate=catalogue.plate_id, key=key, method=method, cells=cells)
     except Exception as exc:
         logger.exception("field %s: measuring the %s mask failed", name, method)
         return FieldOutcome(name, method, error=f"{type(exc).__name__}: {exc}", stage="measure")
@@ -372,6 +439,11 @@ def run_plate(
     overlays: int = 4,
     progress: bool = True,
     channel_roles: RoleOverrides | None = None,
+    plate_map: Path | None = None,
+    ome_zarr: bool = False,
+    cell_readouts: bool = True,
+    cell_params: CellParameters | None = None,
+    screening: ScreeningParameters | None = None,
 ) -> RunResult:
     """Process one plate export end to end with no servers.
 
@@ -402,6 +474,17 @@ def run_plate(
     channel_roles : mapping, optional
         Channel-role override (``--channel-role``): channel name or id → ``"dsred"``,
         ``"phluorin"``, ``"both"`` or ``"none"`` (see :mod:`phagoflow.core.opera.roles`).
+    plate_map : path, optional
+        Plate-map CSV (``--plate-map``): checked against the export before any work; plate
+        statistics are computed with it (:mod:`phagoflow.embedded.screen`).
+    ome_zarr : bool
+        Also write ``OUT/<plate>.ome.zarr`` (OME-Zarr 0.5 HCS; needs the ``ome-zarr`` extra).
+    cell_readouts : bool
+        Measure each field's cells for the per-cell / per-area readouts.
+    cell_params : CellParameters, optional
+        Nuclei and cytoplasm segmentation parameters (µm).
+    screening : ScreeningParameters, optional
+        Hit threshold, direction and readout, Z′ threshold, 4PL settings.
 
     Returns
     -------
@@ -417,6 +500,8 @@ def run_plate(
         writes (the finished masks are kept).
     PlateFormatError, ModelDirError
         The export or the model folder cannot be used.
+    PlateMapError
+        The plate map cannot be used with this export (before any work).
     """
     started = time.perf_counter()
     out = Path(out_dir)
@@ -426,6 +511,14 @@ def run_plate(
     catalogue = read_plate(export, channel_roles=channel_roles)
     if not catalogue.fields and not catalogue.problems:
         raise RunError(f"{catalogue.index_path}: the export has no acquired field to process")
+    cells = (cell_params or CellParameters()) if cell_readouts else None
+    readouts = tuple(
+        available_readouts(nuclei=catalogue.nuclear_channel is not None, cells=cells is not None)
+    )
+    params = screening or ScreeningParameters()
+    screen = load_plate_map(plate_map, catalogue, params, readouts) if plate_map else None
+    if ome_zarr:
+        _check_ome_zarr()
     settings = {
         "workers": workers,
         "threads": threads or max(1, (os.cpu_count() or 1) // workers),
@@ -433,11 +526,19 @@ def run_plate(
         "inference_batch_size": batch_size,
         "overlays": overlays,
         "channel_roles": dict(channel_roles or {}),
+        "cell_readouts": cells is not None,
+        "cells": cells.model_dump() if cells is not None else None,
+        "screening": params.model_dump(),
+        "plate_map": str(plate_map) if plate_map else None,
+        "ome_zarr": ome_zarr,
+        "readouts": list(readouts),
     }
     plan, segmenters = _make_plan(
-        out, methods, settings, cip_params=cip_params, model_dir=model_dir
+        out, methods, settings, cip_params=cip_params, model_dir=model_dir, cells=cells
     )
     needed = estimate_output_bytes(len(catalogue.fields), catalogue.size_yx, len(methods))
+    if ome_zarr:
+        needed += _ome_zarr_bytes(catalogue)
     free = check_free_space(room, needed)
     settings["preflight"] = {"free_bytes": free, "needed_bytes_estimate": needed}
     try:
@@ -452,7 +553,31 @@ def run_plate(
         clear_stale_temps(out / "masks")
         _log_start(catalogue, plan)
         outcomes, stop = _segment_plate(catalogue, out, plan, segmenters, progress=progress)
-        return _finish(catalogue, out, plan, outcomes, stop, time.perf_counter() - started)
+        return _finish(
+            catalogue,
+            out,
+            plan,
+            _Ending(outcomes, stop, time.perf_counter() - started, screen, readouts, progress),
+        )
+
+
+def _check_ome_zarr() -> None:
+    """``--ome-zarr`` needs the ``ome-zarr`` extra (zarr, ome-zarr-models): say so up front."""
+    try:
+        import ome_zarr_models  # noqa: F401
+        import zarr  # noqa: F401
+    except ImportError as exc:
+        raise RunError(
+            f"--ome-zarr needs the ome-zarr extra ({exc.name} is missing): "
+            "pip install 'phagoflow[ome-zarr]'"
+        ) from None
+
+
+def _ome_zarr_bytes(catalogue: PlateCatalogue) -> int:
+    """Room for the OME-Zarr copy: every plane uncompressed (uint16), an upper bound."""
+    h, w = catalogue.size_yx
+    planes = 2 + (catalogue.nuclear_channel is not None)
+    return len(catalogue.fields) * planes * h * w * 2
 
 
 def _make_plan(
@@ -462,6 +587,7 @@ def _make_plan(
     *,
     cip_params: CipParameters | None,
     model_dir: Path | None,
+    cells: CellParameters | None = None,
 ) -> tuple[_Plan, dict[str, Segmenter]]:
     """Build the segmenters once in the parent: validates the model early, gives provenance."""
     specs: dict[str, dict[str, Any]] = {}
@@ -489,7 +615,8 @@ def _make_plan(
         for m, s in segmenters.items()
     }
     kept = tuple(m for m in METHODS if m not in methods and any((out / "masks" / m).glob("*.tiff")))
-    return _Plan(methods, kept, specs, made_by, settings["threads"], settings), segmenters
+    plan = _Plan(methods, kept, specs, made_by, settings["threads"], settings, cells)
+    return plan, segmenters
 
 
 def _log_start(catalogue: PlateCatalogue, plan: _Plan) -> None:
@@ -576,47 +703,24 @@ def _iterate(
 
 
 # --------------------------------------------------------------------------- finishing
-def _finish(
-    catalogue: PlateCatalogue,
-    out: Path,
-    plan: _Plan,
-    outcomes: list[FieldOutcome],
-    stop: str | None,
-    seconds: float,
-) -> RunResult:
+@dataclass(frozen=True)
+class _Ending:
+    """How the field loop ended, and what the outputs need besides the outcomes."""
+
+    outcomes: list[FieldOutcome]
+    stop: str | None
+    seconds: float
+    screen: Screen | None
+    readouts: tuple[str, ...]
+    progress: bool = False
+
+
+def _finish(catalogue: PlateCatalogue, out: Path, plan: _Plan, end: _Ending) -> RunResult:
     """Tables, heat-map, ``run.json`` and report of the outcomes; the status decides the rest."""
-    order = plan.all_methods
-    outcomes.sort(key=lambda o: (o.name, order.index(o.method)))
-    failures = _failure_rows(catalogue, outcomes)
-    wells = aggregate_wells(
-        (o.counts for o in outcomes if o.counts is not None),
-        failed=_failed_fields(catalogue, outcomes, order),
-    )
-    status = (
-        STATUS_INTERRUPTED
-        if stop == STATUS_INTERRUPTED
-        else STATUS_FAILED_FIELDS
-        if failures
-        else STATUS_COMPLETE
-    )
-    with_results = tuple(m for m in order if m in plan.methods or any(w.method == m for w in wells))
-    keyed = {p.key for p in catalogue.problems if p.key is not None}
-    result = RunResult(
-        out_dir=out,
-        catalogue=catalogue,
-        methods=with_results,
-        wells=wells,
-        outcomes=outcomes,
-        failures=failures,
-        seconds=seconds,
-        status=status,
-        methods_run=plan.methods,
-        kept_methods=tuple(m for m in plan.kept if m in with_results),
-        fields_total=len(catalogue.fields) + len(keyed - {r.key for r in catalogue.fields}),
-    )
-    fatal = stop is not None and stop != STATUS_INTERRUPTED
+    result = _result(catalogue, out, plan, end)
+    fatal = end.stop is not None and end.stop != STATUS_INTERRUPTED
     try:
-        _write_outputs(result, plan)
+        _write_outputs(result, plan, progress=end.progress)
     except OSError as exc:
         if not fatal:
             raise RunError(
@@ -626,9 +730,49 @@ def _finish(
         logger.warning("could not write the partial results either: %s", exc)
     if fatal:
         done = result.fields_done
-        raise RunError(f"{stop}; stopped: the {done} field(s) finished are kept, a re-run resumes")
+        raise RunError(
+            f"{end.stop}; stopped: the {done} field(s) finished are kept, a re-run resumes"
+        )
     _log_done(result)
     return result
+
+
+def _result(catalogue: PlateCatalogue, out: Path, plan: _Plan, end: _Ending) -> RunResult:
+    """The :class:`RunResult` of the outcomes: wells, failures, status, plate statistics."""
+    order = plan.all_methods
+    outcomes = sorted(end.outcomes, key=lambda o: (o.name, order.index(o.method)))
+    failures = _failure_rows(catalogue, outcomes)
+    wells = aggregate_wells(
+        (o.counts for o in outcomes if o.counts is not None),
+        failed=_failed_fields(catalogue, outcomes, order),
+    )
+    status = (
+        STATUS_INTERRUPTED
+        if end.stop == STATUS_INTERRUPTED
+        else STATUS_FAILED_FIELDS
+        if failures
+        else STATUS_COMPLETE
+    )
+    with_results = tuple(m for m in order if m in plan.methods or any(w.method == m for w in wells))
+    keyed = {p.key for p in catalogue.problems if p.key is not None}
+    screen = end.screen
+    if screen is not None:
+        screen = screen_statistics(screen, wells, with_results, plate=catalogue.plate_id)
+    return RunResult(
+        out_dir=out,
+        catalogue=catalogue,
+        methods=with_results,
+        wells=wells,
+        outcomes=outcomes,
+        failures=failures,
+        seconds=end.seconds,
+        status=status,
+        methods_run=plan.methods,
+        kept_methods=tuple(m for m in plan.kept if m in with_results),
+        fields_total=len(catalogue.fields) + len(keyed - {r.key for r in catalogue.fields}),
+        screen=screen,
+        readouts=end.readouts,
+    )
 
 
 def _failed_fields(
@@ -676,13 +820,25 @@ def _log_done(result: RunResult) -> None:
     )
 
 
-def _write_outputs(result: RunResult, plan: _Plan) -> None:
+def _write_outputs(result: RunResult, plan: _Plan, *, progress: bool = False) -> None:
     from phagoflow.embedded.report import write_heatmap, write_report
 
     out = result.out_dir
     _write_objects_csv(out / "objects.csv", result.catalogue, result.outcomes)
-    write_wells_csv(out / "wells.csv", result.wells, result.methods)
-    write_heatmap(out / "plate_heatmap.png", result.catalogue, result.wells, result.methods)
+    write_wells_csv(out / "wells.csv", result.wells, result.methods, screen=result.screen)
+    if result.screen is not None:
+        write_screen_tables(out, result.screen)
+    write_heatmap(
+        out / "plate_heatmap.png",
+        result.catalogue,
+        result.wells,
+        result.methods,
+        readouts=result.readouts,
+    )
+    if plan.settings["ome_zarr"] and not result.interrupted:
+        from phagoflow.embedded.omezarr import write_run_ome_zarr
+
+        result.ome_zarr = write_run_ome_zarr(result, progress=progress)
     _write_run_json(out / "run.json", result, plan)
     overlays = 0 if result.interrupted else int(plan.settings["overlays"])
     write_report(out / "report.html", result, n_overlays=overlays)
@@ -728,15 +884,23 @@ def _write_objects_csv(path: Path, catalogue: PlateCatalogue, outcomes: list[Fie
 DISAGREEMENT_COLUMNS = ("cip_cdl_disagreement_phagophores", "cip_cdl_disagreement_autolysosomes")
 
 
-def write_wells_csv(path: Path, wells: list[WellSummary], methods: Sequence[str]) -> None:
+def write_wells_csv(
+    path: Path,
+    wells: list[WellSummary],
+    methods: Sequence[str],
+    *,
+    screen: Screen | None = None,
+) -> None:
     """Write ``wells.csv``: one row per well and method, atomically (temp file + rename).
 
     Columns are :data:`~phagoflow.core.counting.WELL_COLUMNS` (``fields_ok`` and
-    ``fields_failed`` included; a well with no field counted has empty totals), plus the two
-    :data:`DISAGREEMENT_COLUMNS` when both ``cip`` and ``cdl`` ran (empty unless both methods
-    counted the same number of fields of the well, see
-    :func:`~phagoflow.embedded.report.comparable_wells`). The one writer of this table: the
-    embedded run and the streaming metrics service produce the same bytes.
+    ``fields_failed`` included; a well with no field counted has empty totals; the cell
+    columns are empty when cells were not measured), plus the two :data:`DISAGREEMENT_COLUMNS`
+    when both ``cip`` and ``cdl`` ran (empty unless both methods counted the same number of
+    fields of the well, see :func:`~phagoflow.embedded.report.comparable_wells`), plus, with a
+    plate map (``screen``), the :data:`~phagoflow.embedded.screen.SCREEN_COLUMNS` (role,
+    compound, robust z, percent of control and hit call of the hit readout). The one writer of
+    this table: the embedded run and the streaming metrics service produce the same bytes.
     """
     from phagoflow.embedded.report import comparable_wells
 
@@ -749,7 +913,8 @@ def write_wells_csv(path: Path, wells: list[WellSummary], methods: Sequence[str]
     tmp = path.with_name(f".{path.name}.tmp")
     with tmp.open("w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow((*WELL_COLUMNS, *(DISAGREEMENT_COLUMNS if both else ())))
+        extra = (*(DISAGREEMENT_COLUMNS if both else ()), *(SCREEN_COLUMNS if screen else ()))
+        writer.writerow((*WELL_COLUMNS, *extra))
         for w in wells:
             row = w.as_row()
             values = [_csv_value(row[c]) for c in WELL_COLUMNS]
@@ -757,6 +922,9 @@ def write_wells_csv(path: Path, wells: list[WellSummary], methods: Sequence[str]
                 d = dis.get((w.plate, w.well))
                 pair = (d.phagophores, d.autolysosomes) if d else (math.nan, math.nan)
                 values += [_csv_value(v) for v in pair]
+            if screen is not None:
+                cols = well_screen_values(screen, w)
+                values += ["" if cols[c] is None else _csv_value(cols[c]) for c in SCREEN_COLUMNS]
             writer.writerow(values)
     os.replace(tmp, path)
 
@@ -826,5 +994,22 @@ def _write_run_json(path: Path, result: RunResult, plan: _Plan) -> None:
             ),
         },
         "failed_fields": result.failures,
+        "cells": _cells_record(result, plan),
+        "statistics": statistics_record(result.screen) if result.screen is not None else None,
+        "ome_zarr": str(result.ome_zarr) if result.ome_zarr is not None else None,
     }
     _atomic_text(path, json.dumps(doc, indent=2, default=str) + "\n")
+
+
+def _cells_record(result: RunResult, plan: _Plan) -> dict[str, Any]:
+    """``run.json``'s cell readouts: on or off, the nuclear channel, parameters, the method."""
+    nuclear = result.catalogue.nuclear_channel
+    return {
+        "measured": plan.cells is not None,
+        "nuclear_channel": nuclear.name if nuclear is not None else None,
+        "parameters": plan.cells.model_dump() if plan.cells is not None else None,
+        "readouts": list(result.readouts),
+        "cached": False,
+        "method": "nuclei: Otsu threshold + distance-transform h-maxima watershed; cytoplasm: "
+        "Otsu threshold of the smoothed DsRed + pHluorin signal (phagoflow.core.cells)",
+    }
