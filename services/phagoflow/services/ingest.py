@@ -57,9 +57,9 @@ from phagoflow.core.opera import (
 )
 from phagoflow.core.opera.catalogue import FieldRecord
 from phagoflow.services.common import Service, ServiceSettings, log_context
-from phagoflow.settings import ChannelRolesSetting
 from phagoflow.services.kafkaio import dead_letter, make_producer, publish
 from phagoflow.services.objectstore import ObjectStore, sha256_hex
+from phagoflow.settings import ChannelRolesSetting
 
 __all__ = ["IngestService", "IngestSettings"]
 
