@@ -21,7 +21,7 @@ from phagoflow.core.cip import CipParameters
 from phagoflow.core.opera.roles import parse_channel_roles, parse_role_override
 from phagoflow.core.screening import ScreeningParameters
 
-__all__ = ["ChannelRolesSetting", "RunSettings"]
+__all__ = ["CellReadoutSettings", "ChannelRolesSetting", "RunSettings"]
 
 
 def _channel_roles_value(value: Any) -> dict[str, str]:
@@ -45,7 +45,36 @@ def _channel_roles_value(value: Any) -> dict[str, str]:
 ChannelRolesSetting = Annotated[dict[str, str], NoDecode, BeforeValidator(_channel_roles_value)]
 
 
-class RunSettings(BaseSettings):
+class CellReadoutSettings(BaseSettings):
+    """Cell readouts, shared by ``phagoflow run`` and the segmentation services (cip, inference).
+
+    Both paths measure a field's cells with the same parameters, so a plate gives the same
+    per-cell and per-area numbers through the stack as through ``phagoflow run``.
+
+    Attributes
+    ----------
+    cell_readouts : bool
+        Measure each field's cells (nuclei when the plate has a nuclear stain, and the
+        cytoplasm area) for the per-cell and per-area readouts; ``PHAGOFLOW_CELL_READOUTS=false``
+        leaves those ``wells.csv`` columns empty and saves ~0.1–0.4 s per field.
+    cells : CellParameters
+        Nuclei and cytoplasm segmentation (µm); recorded in ``run.json``.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="PHAGOFLOW_", env_nested_delimiter="__", frozen=True, extra="ignore"
+    )
+
+    cell_readouts: bool = True
+    cells: CellParameters = CellParameters()
+
+    @property
+    def cell_parameters(self) -> CellParameters | None:
+        """The cell parameters when cell readouts are on, else ``None``."""
+        return self.cells if self.cell_readouts else None
+
+
+class RunSettings(CellReadoutSettings):
     """Settings of the embedded runner (``phagoflow run``).
 
     Attributes
@@ -67,20 +96,12 @@ class RunSettings(BaseSettings):
     channel_roles : dict of str to str
         Channel-role override used when no ``--channel-role`` is given
         (:data:`ChannelRolesSetting`).
-    cell_readouts : bool
-        Measure each field's cells (nuclei when the plate has a nuclear stain, and the
-        cytoplasm area) for the per-cell and per-area readouts; ``PHAGOFLOW_CELL_READOUTS=false``
-        leaves those ``wells.csv`` columns empty and saves ~0.1–0.4 s per field.
-    cells : CellParameters
-        Nuclei and cytoplasm segmentation (µm); recorded in ``run.json``.
+    cell_readouts, cells
+        As :class:`CellReadoutSettings`.
     screening : ScreeningParameters
         Plate statistics (hit threshold and direction, hit readout, Z′ threshold, 4PL);
         recorded in ``run.json``.
     """
-
-    model_config = SettingsConfigDict(
-        env_prefix="PHAGOFLOW_", env_nested_delimiter="__", frozen=True, extra="ignore"
-    )
 
     workers: int = Field(default=1, ge=1, le=64)
     model_dir: Path | None = None
@@ -90,6 +111,4 @@ class RunSettings(BaseSettings):
     overlays: int = Field(default=4, ge=0, le=48)
     cip: CipParameters = CipParameters()
     channel_roles: ChannelRolesSetting = Field(default_factory=dict)
-    cell_readouts: bool = True
-    cells: CellParameters = CellParameters()
     screening: ScreeningParameters = ScreeningParameters()

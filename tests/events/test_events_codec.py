@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
 from phagoflow import events as ev
+from phagoflow.core.cells import FieldCells
 from phagoflow.core.counting import FieldCounts, aggregate_wells
 from phagoflow.core.opera.catalogue import FieldKey
 
 KEY = FieldKey(row=1, col=2, field=3)
 WHEN = datetime(2026, 11, 25, 9, 30, 15, 123456, tzinfo=UTC)
+HEADER = ev.new_header("metrics", now=WHEN)
 
 
 def _field_acquired() -> ev.FieldAcquired:
@@ -132,6 +135,32 @@ def test_mask_ready_counts_round_trip_exactly() -> None:
     assert ev.field_counts_from_mask_ready(back) == counts
 
 
+@pytest.mark.parametrize(
+    "cells",
+    [
+        FieldCells(None, None, 1234.5678, 1234.5678),  # no nuclear stain: cytoplasm only
+        FieldCells(0, 0.0, 0.0, 0.0),  # a nuclear stain and no cell: 0 is not "absent"
+        FieldCells(31, 2468.0135, 9876.54321, 12344.55671),
+    ],
+)
+def test_mask_ready_carries_the_field_cells_exactly(cells: FieldCells) -> None:
+    counts = dataclasses.replace(_counts(KEY, 17, 4), cells=cells)
+    event = ev.MaskReady(field=ev.field_id("P1", KEY), method=ev.Method.METHOD_CDL)
+    back = ev.decode(ev.MaskReady, ev.encode(ev.set_counts(event, counts)))
+    assert back.HasField("cells")
+    assert ev.field_counts_from_mask_ready(back) == counts
+
+
+def test_mask_ready_without_cells_reads_back_none() -> None:
+    event = ev.set_counts(
+        ev.MaskReady(field=ev.field_id("P1", KEY), method=ev.Method.METHOD_CDL),
+        _counts(KEY, 2, 1),
+    )
+    back = ev.decode(ev.MaskReady, ev.encode(event))
+    assert not back.HasField("cells")
+    assert ev.field_counts_from_mask_ready(back).cells is None
+
+
 def test_set_counts_rejects_other_field_or_method() -> None:
     event = ev.MaskReady(field=ev.field_id("P1", KEY), method=ev.Method.METHOD_CIP)
     with pytest.raises(ValueError, match="method"):
@@ -168,6 +197,31 @@ def test_well_complete_mirrors_the_core_summary() -> None:
     assert back.autolysosome_phagophore_ratio == pytest.approx(3 / 12)
     assert back.failed[0].reason == "truncated TIFF"
     assert ev.from_timestamp(back.completed_at) == WHEN
+
+
+def test_well_complete_carries_the_cell_readouts() -> None:
+    cells = [FieldCells(10, 500.0, 2000.0, 2500.0), FieldCells(6, 300.0, 1000.0, 1300.0)]
+    fields = [
+        dataclasses.replace(_counts(FieldKey(1, 2, f), p, a), cells=c)
+        for f, p, a, c in ((1, 8, 4, cells[0]), (2, 4, 2, cells[1]))
+    ]
+    (summary,) = aggregate_wells(fields)
+    back = ev.decode(
+        ev.WellComplete, ev.encode(ev.well_complete_from_summary(summary, header=HEADER))
+    )
+    assert back.HasField("cells") and back.cells == 16
+    assert (back.cytoplasm_area_um2, back.cell_area_um2) == (3000.0, 3800.0)
+    assert back.phagophores_per_cell == pytest.approx(12 / 16)
+    assert back.autolysosomes_per_1000um2 == pytest.approx(6 / 3.0)
+
+
+def test_well_complete_without_nuclei_has_no_cell_count() -> None:
+    (summary,) = aggregate_wells([_counts(KEY, 3, 2)])
+    back = ev.decode(
+        ev.WellComplete, ev.encode(ev.well_complete_from_summary(summary, header=HEADER))
+    )
+    assert not back.HasField("cells")
+    assert math.isnan(back.phagophores_per_cell) and math.isnan(back.cytoplasm_area_um2)
 
 
 def test_well_complete_keeps_nan_ratio() -> None:

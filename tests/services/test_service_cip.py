@@ -6,13 +6,14 @@ import io
 import time
 
 import numpy as np
+import pytest
 import tifffile
 from svc_testing import LocalStack, copy_into, harmony_files
 
 from phagoflow import events as ev
 from phagoflow.core.opera.catalogue import FieldKey
-from phagoflow.core.simulate import SimulatedPlate
-from phagoflow.embedded.run import RunResult
+from phagoflow.core.simulate import NuclearStainParameters, SimulatedPlate, simulate_plate
+from phagoflow.embedded.run import RunResult, run_plate
 from phagoflow.services.cip import CipService, CipSettings
 from phagoflow.services.ingest import IngestService, IngestSettings
 
@@ -137,3 +138,35 @@ def test_a_repeating_unexpected_error_is_dead_lettered_after_bounded_attempts(
     assert letter.error_type == "TypeError" and letter.attempts == svc.max_unexpected_attempts
     assert ev.field_key(letter.field).name == first
     assert local_stack.read(MASKS, timeout_s=2) == []
+
+
+def test_cell_readouts_through_the_stack_equal_the_embedded_run(
+    local_stack: LocalStack, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A plate with a Hoechst channel: ingest uploads it, cip counts its nuclei like ``run``."""
+    plate = simulate_plate(
+        tmp_path_factory.mktemp("nuc"), wells=1, fields=2, seed=11, nuclear=NuclearStainParameters()
+    )
+    reference = run_plate(plate.export_dir, tmp_path_factory.mktemp("nucref"), progress=False)
+    n = _ingest_all(local_stack, plate)
+    local_stack.start(CipService(local_stack.settings(CipSettings), http_port=0))
+    records = local_stack.read(MASKS, min_count=n, timeout_s=60)
+    by_name = {o.name: o for o in reference.outcomes if o.method == "cip"}
+    assert len(records) == n == len(by_name)
+    for rec in records:
+        assert isinstance(rec.event, ev.MaskReady)
+        counts = ev.field_counts_from_mask_ready(rec.event)
+        assert counts.cells is not None and counts.cells.n_cells  # nuclei were counted
+        assert counts == by_name[counts.key.name].counts
+
+
+def test_cell_readouts_off_sends_no_cells(
+    local_stack: LocalStack, sim_plate: SimulatedPlate
+) -> None:
+    n = _ingest_all(local_stack, sim_plate)
+    settings = local_stack.settings(CipSettings, cell_readouts=False)
+    assert settings.cell_parameters is None
+    local_stack.start(CipService(settings, http_port=0))
+    records = local_stack.read(MASKS, min_count=n, timeout_s=60)
+    assert len(records) == n
+    assert all(isinstance(r.event, ev.MaskReady) and not r.event.HasField("cells") for r in records)

@@ -29,6 +29,7 @@ from google.protobuf.message import DecodeError, Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from phagoflow import __version__
+from phagoflow.core.cells import FieldCells as CoreFieldCells
 from phagoflow.core.counting import CLASS_NAMES, FieldCounts, WellSummary
 from phagoflow.core.opera.catalogue import ChannelRole, FieldKey
 from phagoflow.events.v1.events_pb2 import (
@@ -37,6 +38,7 @@ from phagoflow.events.v1.events_pb2 import (
     DeadLetter,
     EventHeader,
     FieldAcquired,
+    FieldCells,
     FieldFailure,
     FieldId,
     MaskReady,
@@ -60,6 +62,7 @@ __all__ = [
     "EventDecodeError",
     "EventHeader",
     "FieldAcquired",
+    "FieldCells",
     "FieldFailure",
     "FieldId",
     "MaskReady",
@@ -474,7 +477,33 @@ def set_counts(event: MaskReady, counts: FieldCounts) -> MaskReady:
     event.counts["autolysosome"].CopyFrom(
         ClassCount(objects=counts.autolysosomes, area_um2=counts.autolysosome_area_um2)
     )
+    event.ClearField("cells")
+    if counts.cells is not None:
+        event.cells.CopyFrom(_cells_message(counts.cells))
     return event
+
+
+def _cells_message(cells: CoreFieldCells) -> FieldCells:
+    """The :class:`FieldCells` message of a core ``FieldCells`` (``None`` fields left unset)."""
+    msg = FieldCells(cytoplasm_area_um2=cells.cytoplasm_area_um2, cell_area_um2=cells.cell_area_um2)
+    if cells.n_cells is not None:
+        msg.n_cells = cells.n_cells
+    if cells.nuclear_area_um2 is not None:
+        msg.nuclear_area_um2 = cells.nuclear_area_um2
+    return msg
+
+
+def _core_cells(event: MaskReady) -> CoreFieldCells | None:
+    """The core ``FieldCells`` of a :class:`MaskReady`; ``None`` when it carries none."""
+    if not event.HasField("cells"):
+        return None
+    msg = event.cells
+    return CoreFieldCells(
+        n_cells=msg.n_cells if msg.HasField("n_cells") else None,
+        nuclear_area_um2=msg.nuclear_area_um2 if msg.HasField("nuclear_area_um2") else None,
+        cytoplasm_area_um2=msg.cytoplasm_area_um2,
+        cell_area_um2=msg.cell_area_um2,
+    )
 
 
 def field_counts_from_mask_ready(event: MaskReady) -> FieldCounts:
@@ -502,6 +531,7 @@ def field_counts_from_mask_ready(event: MaskReady) -> FieldCounts:
         autolysosomes=auto.objects,
         phagophore_area_um2=phago.area_um2,
         autolysosome_area_um2=auto.area_um2,
+        cells=_core_cells(event),
     )
 
 
@@ -531,7 +561,15 @@ def well_complete_from_summary(
         autolysosome_area_um2=summary.autolysosome_area_um2,
         autolysosome_phagophore_ratio=summary.autolysosome_phagophore_ratio,
         failed=list(failed),
+        cytoplasm_area_um2=summary.cytoplasm_area_um2,
+        cell_area_um2=summary.cell_area_um2,
+        phagophores_per_cell=summary.phagophores_per_cell,
+        autolysosomes_per_cell=summary.autolysosomes_per_cell,
+        phagophores_per_1000um2=summary.phagophores_per_1000um2,
+        autolysosomes_per_1000um2=summary.autolysosomes_per_1000um2,
     )
+    if summary.cells is not None:
+        event.cells = summary.cells
     if completed_at is not None:
         event.completed_at.CopyFrom(to_timestamp(completed_at))
     return event

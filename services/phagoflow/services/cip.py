@@ -27,19 +27,22 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from pydantic import Field
 
 from phagoflow import events as ev
+from phagoflow.core.cells import CellParameters, field_cells
 from phagoflow.core.cip import CipParameters
 from phagoflow.core.counting import OBJECT_COLUMNS, ObjectRecord, count_field, measure_objects
-from phagoflow.core.opera.catalogue import ROLE_ORDER, FieldKey
+from phagoflow.core.opera.catalogue import ROLE_ORDER, ChannelRole, FieldKey
 from phagoflow.core.segmenters import Segmenter, make_segmenter
 from phagoflow.services.common import ServiceSettings, log_context
 from phagoflow.services.kafkaio import ConsumerService, PermanentError, publish
 from phagoflow.services.objectstore import ObjectStore
+from phagoflow.settings import CellReadoutSettings
 
 __all__ = [
     "CipService",
     "CipSettings",
     "encode_mask",
     "field_image",
+    "field_nuclei",
     "objects_csv",
     "segment_and_publish",
 ]
@@ -71,7 +74,7 @@ def segmentation_metrics(registry: CollectorRegistry) -> tuple[Counter, Histogra
     return fields, stage
 
 
-class CipSettings(ServiceSettings):
+class CipSettings(ServiceSettings, CellReadoutSettings):
     """Settings of ``phagoflow serve cip``.
 
     Attributes
@@ -80,6 +83,9 @@ class CipSettings(ServiceSettings):
         HTTP port (``PHAGOFLOW_CIP_PORT``).
     cip : CipParameters
         CIP parameters (``PHAGOFLOW_CIP__THRESHOLD_K=5`` etc., as for ``phagoflow run``).
+    cell_readouts, cells
+        As :class:`~phagoflow.settings.CellReadoutSettings` (the same variables as
+        ``phagoflow run``).
     """
 
     cip_port: int = Field(default=8402, ge=0, le=65535)
@@ -116,23 +122,42 @@ def field_image(
     for i, role in enumerate(ROLE_ORDER):
         if role.value not in event.channels:
             raise PermanentError(f"{key.name}: FieldAcquired has no {role.value} channel")
-        channel = event.channels[role.value]
-        data = store.get_bytes(channel.object.key, sha256=channel.object.sha256 or None)
-        try:
-            plane = tifffile.imread(io.BytesIO(data))
-        except Exception as exc:
-            raise PermanentError(
-                f"{channel.object.key}: cannot read the TIFF ({type(exc).__name__}: {exc})"
-            ) from exc
-        if plane.shape != (h, w) or plane.dtype != np.uint16:
-            raise PermanentError(
-                f"{channel.object.key}: {plane.dtype} {plane.shape}, expected uint16 {(h, w)}"
-            )
-        image[i] = plane
-        factor = channel.intensity_factor if channel.HasField("intensity_factor") else 1.0
-        if factor != 1.0:
-            image[i] *= np.float32(factor)
+        image[i] = _channel_plane(event.channels[role.value], store, (h, w))
     return key, image, float(event.pixel_size_um)
+
+
+def field_nuclei(event: ev.FieldAcquired, store: ObjectStore) -> npt.NDArray[np.float32] | None:
+    """The ``(H, W)`` float32 nuclear-stain plane of a field, or ``None`` when it has none.
+
+    As :func:`phagoflow.core.opera.load_nuclei`: raw counts × intensity factor. Raises as
+    :func:`field_image`.
+    """
+    channel = event.channels.get(ChannelRole.NUCLEI.value)
+    if channel is None:
+        return None
+    return _channel_plane(channel, store, (int(event.size_y), int(event.size_x)))
+
+
+def _channel_plane(
+    channel: ev.ChannelImage, store: ObjectStore, shape: tuple[int, int]
+) -> npt.NDArray[np.float32]:
+    """One channel's uint16 TIFF from the store, as float32 × its intensity factor."""
+    data = store.get_bytes(channel.object.key, sha256=channel.object.sha256 or None)
+    try:
+        plane = tifffile.imread(io.BytesIO(data))
+    except Exception as exc:
+        raise PermanentError(
+            f"{channel.object.key}: cannot read the TIFF ({type(exc).__name__}: {exc})"
+        ) from exc
+    if plane.shape != shape or plane.dtype != np.uint16:
+        raise PermanentError(
+            f"{channel.object.key}: {plane.dtype} {plane.shape}, expected uint16 {shape}"
+        )
+    out = plane.astype(np.float32)
+    factor = channel.intensity_factor if channel.HasField("intensity_factor") else 1.0
+    if factor != 1.0:
+        out *= np.float32(factor)
+    return out
 
 
 def encode_mask(mask: npt.NDArray[Any]) -> bytes:
@@ -171,13 +196,17 @@ def segment_and_publish(
     model_version: str | Callable[[], str],
     producer: Any,
     producer_name: str,
+    cells: CellParameters | None = None,
 ) -> ev.MaskReady:
     """Core segmentation of one field, results to the store, ``MaskReady`` produced (acked).
 
     The segmenter is the core's (:class:`~phagoflow.core.segmenters.Segmenter`), so the masks and
     counts are those of ``phagoflow run``. ``model_version`` is the version results are keyed
     and labelled with, or a function called *after* segmentation that gives it (CDL: the Triton
-    version that produced this mask, which a promotion can change between fields).
+    version that produced this mask, which a promotion can change between fields). With
+    ``cells`` the field's cells are measured as ``phagoflow run`` measures them
+    (:func:`~phagoflow.core.cells.field_cells`, the nuclear plane when the event has one) and
+    travel in ``MaskReady.cells``.
     """
     stages: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -191,7 +220,11 @@ def segment_and_publish(
     t2 = time.perf_counter()
     stages["segment"] = t2 - t1
     objects = measure_objects(image, mask, pixel_size_um)
-    counts = count_field(objects, plate=plate, key=key, method=method)
+    field = None
+    if cells is not None:
+        nuclear = field_nuclei(event, store)
+        field = field_cells(image, nuclear, pixel_size_um=pixel_size_um, params=cells)
+    counts = count_field(objects, plate=plate, key=key, method=method, cells=field)
     t3 = time.perf_counter()
     stages["measure"] = t3 - t2
     mask_ref = store.put_bytes(
@@ -269,6 +302,7 @@ class CipService(ConsumerService):
                 model_version=self.model_version,
                 producer=self.producer,
                 producer_name=self.name,
+                cells=self.settings.cell_parameters,
             )
             for stage, seconds in ready.stage_seconds.items():
                 self.m_stage.labels(stage, "cip").observe(seconds)

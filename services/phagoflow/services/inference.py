@@ -42,6 +42,7 @@ from phagoflow.core.model_dir import ModelCard, read_model_card
 from phagoflow.services.cip import segment_and_publish, segmentation_metrics
 from phagoflow.services.common import ServiceSettings, log_context
 from phagoflow.services.kafkaio import ConsumerService, PermanentError, TransientError
+from phagoflow.settings import CellReadoutSettings
 
 __all__ = [
     "InferenceService",
@@ -66,7 +67,7 @@ class ModelVersionChanged(TransientError):
     """
 
 
-class InferenceSettings(ServiceSettings):
+class InferenceSettings(ServiceSettings, CellReadoutSettings):
     """Settings of ``phagoflow serve inference``.
 
     Attributes
@@ -90,6 +91,9 @@ class InferenceSettings(ServiceSettings):
         the same setting as ``phagoflow run``); default: the packaged model.
     inference_batch_size : int
         Tiles per request.
+    cell_readouts, cells
+        As :class:`~phagoflow.settings.CellReadoutSettings` (the same variables as
+        ``phagoflow run``).
     """
 
     inference_port: int = Field(default=8403, ge=0, le=65535)
@@ -472,6 +476,7 @@ class InferenceService(ConsumerService):
                     model_version=self.segmenter_version,
                     producer=self.producer,
                     producer_name=self.name,
+                    cells=self.settings.cell_parameters,
                 )
             except TritonUnavailable:
                 self.m_triton_errors.inc()

@@ -117,7 +117,7 @@ class ClassCount(_message.Message):
     def __init__(self, objects: _Optional[int] = ..., area_um2: _Optional[float] = ...) -> None: ...
 
 class MaskReady(_message.Message):
-    __slots__ = ("header", "field", "method", "model_name", "model_version", "mask", "objects", "counts", "stage_seconds", "acquired_at", "pixel_size_um", "well_fields_expected", "plate_fields_expected")
+    __slots__ = ("header", "field", "method", "model_name", "model_version", "mask", "objects", "counts", "stage_seconds", "acquired_at", "pixel_size_um", "well_fields_expected", "plate_fields_expected", "cells")
     class CountsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -145,6 +145,7 @@ class MaskReady(_message.Message):
     PIXEL_SIZE_UM_FIELD_NUMBER: _ClassVar[int]
     WELL_FIELDS_EXPECTED_FIELD_NUMBER: _ClassVar[int]
     PLATE_FIELDS_EXPECTED_FIELD_NUMBER: _ClassVar[int]
+    CELLS_FIELD_NUMBER: _ClassVar[int]
     header: EventHeader
     field: FieldId
     method: Method
@@ -158,10 +159,23 @@ class MaskReady(_message.Message):
     pixel_size_um: float
     well_fields_expected: int
     plate_fields_expected: int
-    def __init__(self, header: _Optional[_Union[EventHeader, _Mapping]] = ..., field: _Optional[_Union[FieldId, _Mapping]] = ..., method: _Optional[_Union[Method, str]] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., mask: _Optional[_Union[ObjectRef, _Mapping]] = ..., objects: _Optional[_Union[ObjectRef, _Mapping]] = ..., counts: _Optional[_Mapping[str, ClassCount]] = ..., stage_seconds: _Optional[_Mapping[str, float]] = ..., acquired_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., pixel_size_um: _Optional[float] = ..., well_fields_expected: _Optional[int] = ..., plate_fields_expected: _Optional[int] = ...) -> None: ...
+    cells: FieldCells
+    def __init__(self, header: _Optional[_Union[EventHeader, _Mapping]] = ..., field: _Optional[_Union[FieldId, _Mapping]] = ..., method: _Optional[_Union[Method, str]] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., mask: _Optional[_Union[ObjectRef, _Mapping]] = ..., objects: _Optional[_Union[ObjectRef, _Mapping]] = ..., counts: _Optional[_Mapping[str, ClassCount]] = ..., stage_seconds: _Optional[_Mapping[str, float]] = ..., acquired_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., pixel_size_um: _Optional[float] = ..., well_fields_expected: _Optional[int] = ..., plate_fields_expected: _Optional[int] = ..., cells: _Optional[_Union[FieldCells, _Mapping]] = ...) -> None: ...
+
+class FieldCells(_message.Message):
+    __slots__ = ("n_cells", "nuclear_area_um2", "cytoplasm_area_um2", "cell_area_um2")
+    N_CELLS_FIELD_NUMBER: _ClassVar[int]
+    NUCLEAR_AREA_UM2_FIELD_NUMBER: _ClassVar[int]
+    CYTOPLASM_AREA_UM2_FIELD_NUMBER: _ClassVar[int]
+    CELL_AREA_UM2_FIELD_NUMBER: _ClassVar[int]
+    n_cells: int
+    nuclear_area_um2: float
+    cytoplasm_area_um2: float
+    cell_area_um2: float
+    def __init__(self, n_cells: _Optional[int] = ..., nuclear_area_um2: _Optional[float] = ..., cytoplasm_area_um2: _Optional[float] = ..., cell_area_um2: _Optional[float] = ...) -> None: ...
 
 class WellComplete(_message.Message):
-    __slots__ = ("header", "plate", "well", "method", "model_version", "fields", "phagophores", "autolysosomes", "phagophores_per_field_mean", "phagophores_per_field_sd", "autolysosomes_per_field_mean", "autolysosomes_per_field_sd", "phagophore_area_um2", "autolysosome_area_um2", "autolysosome_phagophore_ratio", "failed", "completed_at")
+    __slots__ = ("header", "plate", "well", "method", "model_version", "fields", "phagophores", "autolysosomes", "phagophores_per_field_mean", "phagophores_per_field_sd", "autolysosomes_per_field_mean", "autolysosomes_per_field_sd", "phagophore_area_um2", "autolysosome_area_um2", "autolysosome_phagophore_ratio", "failed", "completed_at", "cells", "cytoplasm_area_um2", "cell_area_um2", "phagophores_per_cell", "autolysosomes_per_cell", "phagophores_per_1000um2", "autolysosomes_per_1000um2")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     PLATE_FIELD_NUMBER: _ClassVar[int]
     WELL_FIELD_NUMBER: _ClassVar[int]
@@ -179,6 +193,13 @@ class WellComplete(_message.Message):
     AUTOLYSOSOME_PHAGOPHORE_RATIO_FIELD_NUMBER: _ClassVar[int]
     FAILED_FIELD_NUMBER: _ClassVar[int]
     COMPLETED_AT_FIELD_NUMBER: _ClassVar[int]
+    CELLS_FIELD_NUMBER: _ClassVar[int]
+    CYTOPLASM_AREA_UM2_FIELD_NUMBER: _ClassVar[int]
+    CELL_AREA_UM2_FIELD_NUMBER: _ClassVar[int]
+    PHAGOPHORES_PER_CELL_FIELD_NUMBER: _ClassVar[int]
+    AUTOLYSOSOMES_PER_CELL_FIELD_NUMBER: _ClassVar[int]
+    PHAGOPHORES_PER_1000UM2_FIELD_NUMBER: _ClassVar[int]
+    AUTOLYSOSOMES_PER_1000UM2_FIELD_NUMBER: _ClassVar[int]
     header: EventHeader
     plate: str
     well: str
@@ -196,7 +217,14 @@ class WellComplete(_message.Message):
     autolysosome_phagophore_ratio: float
     failed: _containers.RepeatedCompositeFieldContainer[FieldFailure]
     completed_at: _timestamp_pb2.Timestamp
-    def __init__(self, header: _Optional[_Union[EventHeader, _Mapping]] = ..., plate: _Optional[str] = ..., well: _Optional[str] = ..., method: _Optional[_Union[Method, str]] = ..., model_version: _Optional[str] = ..., fields: _Optional[int] = ..., phagophores: _Optional[int] = ..., autolysosomes: _Optional[int] = ..., phagophores_per_field_mean: _Optional[float] = ..., phagophores_per_field_sd: _Optional[float] = ..., autolysosomes_per_field_mean: _Optional[float] = ..., autolysosomes_per_field_sd: _Optional[float] = ..., phagophore_area_um2: _Optional[float] = ..., autolysosome_area_um2: _Optional[float] = ..., autolysosome_phagophore_ratio: _Optional[float] = ..., failed: _Optional[_Iterable[_Union[FieldFailure, _Mapping]]] = ..., completed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    cells: int
+    cytoplasm_area_um2: float
+    cell_area_um2: float
+    phagophores_per_cell: float
+    autolysosomes_per_cell: float
+    phagophores_per_1000um2: float
+    autolysosomes_per_1000um2: float
+    def __init__(self, header: _Optional[_Union[EventHeader, _Mapping]] = ..., plate: _Optional[str] = ..., well: _Optional[str] = ..., method: _Optional[_Union[Method, str]] = ..., model_version: _Optional[str] = ..., fields: _Optional[int] = ..., phagophores: _Optional[int] = ..., autolysosomes: _Optional[int] = ..., phagophores_per_field_mean: _Optional[float] = ..., phagophores_per_field_sd: _Optional[float] = ..., autolysosomes_per_field_mean: _Optional[float] = ..., autolysosomes_per_field_sd: _Optional[float] = ..., phagophore_area_um2: _Optional[float] = ..., autolysosome_area_um2: _Optional[float] = ..., autolysosome_phagophore_ratio: _Optional[float] = ..., failed: _Optional[_Iterable[_Union[FieldFailure, _Mapping]]] = ..., completed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cells: _Optional[int] = ..., cytoplasm_area_um2: _Optional[float] = ..., cell_area_um2: _Optional[float] = ..., phagophores_per_cell: _Optional[float] = ..., autolysosomes_per_cell: _Optional[float] = ..., phagophores_per_1000um2: _Optional[float] = ..., autolysosomes_per_1000um2: _Optional[float] = ...) -> None: ...
 
 class FieldFailure(_message.Message):
     __slots__ = ("field", "path", "stage", "reason")
