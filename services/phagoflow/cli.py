@@ -690,6 +690,17 @@ def _run(args: argparse.Namespace) -> int:
     return EXIT_FAILED_FIELDS if result.failures else EXIT_OK
 
 
+def _field_text(name: str) -> str:
+    """A field for people, its file name after it: ``"B03 field 1 (r02c03f01p01)"``; anything
+    that is not a field name (a file path) as it is."""
+    from phagoflow.core.opera.catalogue import FieldKey
+
+    try:
+        return f"{FieldKey.parse(name).label} ({name})"
+    except ValueError:
+        return name
+
+
 def _print_run(result: RunResult) -> None:
     _print_wells(result.wells)
     _print_screen(result)
@@ -699,7 +710,8 @@ def _print_run(result: RunResult) -> None:
     )
     for f in result.failures:
         where = f" ({f['path']})" if f["path"] and f["path"] not in f["reason"] else ""
-        print(f"  FAILED {f['field'] or f['path']} [{f['method']}, {f['stage']}]{where}: ", end="")
+        print(f"  FAILED {_field_text(f['field'] or f['path'])} ", end="")
+        print(f"[{f['method']}, {f['stage']}]{where}: ", end="")
         print(f["reason"])
     if result.interrupted:
         print("  INTERRUPTED: re-run the same command to resume from the finished fields")

@@ -79,6 +79,11 @@ def test_crop_is_full_resolution_magnified_without_interpolation() -> None:
     # the object's pixels are untouched, the ring just outside is the phagophore colour
     assert np.array_equal(lined[40:56, 40:56], crop[40:56, 40:56])
     assert np.allclose(lined[39, 45], CLASS_COLOURS[1])
+    # two screen pixels wide at 4x (a 1 px line vanished on the bright composite), edged black
+    assert np.allclose(lined[38, 45], CLASS_COLOURS[1])
+    assert tuple(lined[37, 45]) == (0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="width"):
+        overlay_mask(crop, np.zeros(crop.shape[:2], np.uint8), width=0)
 
 
 @pytest.mark.parametrize(

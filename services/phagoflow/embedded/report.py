@@ -225,15 +225,12 @@ def _fmt(v: object) -> str:
 
 
 def field_label(name: str) -> str:
-    """A field name ``rRRcCCfFFpPP`` for people: ``"B02 field 1"`` (with the plane and the
-    0-based timepoint when not the first)."""
+    """A field name ``rRRcCCfFFpPP`` for people, HTML-escaped: ``"B02 field 1"``
+    (:attr:`FieldKey.label`); a name that is not a field name is shown as it is."""
     try:
-        key = FieldKey.parse(name)
+        return html.escape(FieldKey.parse(name).label)
     except ValueError:
         return html.escape(name)
-    extra = f" plane {key.plane}" if key.plane != 1 else ""
-    extra += f" timepoint {key.timepoint}" if key.timepoint else ""
-    return f"{well_name(key.row, key.col)} field {key.field}{extra}"
 
 
 def _table(head: Sequence[str], rows: Sequence[Sequence[str]], cls: str = "") -> str:
@@ -317,7 +314,10 @@ def _screen_section(result: RunResult) -> str:
         f"{counts[_role('negative')]} negative and {counts[_role('positive')]} positive control "
         f"wells, {counts[_role('sample')]} samples. Z′ = 1 − 3 (σ₊ + σ₋) / |μ₊ − μ₋| over the "
         f"control wells; ≥ {p.z_prime_acceptable:g} (green) is a usable screen, below it (red) "
-        "the controls overlap too much to call hits with confidence.</p>"
+        "the controls overlap too much to call hits with confidence. A negative Z′ only says "
+        "that the controls do not separate on that readout, as expected of a readout the "
+        "positive control does not act on; what matters is the Z′ of the readout that calls "
+        "the hits.</p>"
     )
     table = _table(["Readout", *(f"Z′ {m.upper()}" for m in methods)], rows, "stats")
     return "<h2>Plate quality and hits</h2>" + intro + table + _hits_part(result, screen)
@@ -361,7 +361,7 @@ def _hits_part(result: RunResult, screen: Screen) -> str:
         "Compound",
         "Condition",
         "Concentration",
-        html.escape(unit),
+        f"{html.escape(readout_label(screen.hit_readout))} ({html.escape(unit)})",
         "Robust z",
         "% of control",
     ]
@@ -371,11 +371,14 @@ def _hits_part(result: RunResult, screen: Screen) -> str:
 
 def _hits_png(result: RunResult, screen: Screen) -> bytes:
     cat = result.catalogue
+    grids = [
+        plate_grid({(w.row, w.col): w.robust_z for w in s.wells}, cat.plate_rows, cat.plate_columns)
+        for s in screen.hit_statistics
+    ]
+    # one colour scale for all methods (equal colours, equal z), at least ±3 (the hit line)
+    top = max((float(np.nanmax(np.abs(z))) for z in grids if np.isfinite(z).any()), default=1.0)
     panels: list[PlatePanel | None] = []
-    for s in screen.hit_statistics:
-        z = plate_grid(
-            {(w.row, w.col): w.robust_z for w in s.wells}, cat.plate_rows, cat.plate_columns
-        )
+    for s, z in zip(screen.hit_statistics, grids, strict=True):
         hits = np.isfinite(
             plate_grid({(w.row, w.col): 1.0 for w in s.hits}, cat.plate_rows, cat.plate_columns)
         )
@@ -385,7 +388,7 @@ def _hits_png(result: RunResult, screen: Screen) -> bytes:
                 z,
                 cmap="RdBu_r",
                 unit="robust z (samples' median = 0)",
-                vmax=max(float(np.nanmax(np.abs(z))) if np.isfinite(z).any() else 1.0, 3.0),
+                vmax=max(top, 3.0),
                 marks=failure_marks(result.wells, s.method, cat.plate_rows, cat.plate_columns),
                 rings=hits,
                 centred=True,
@@ -601,7 +604,7 @@ td, th { border: 1px solid #ccc; padding: 2px 6px; text-align: right; }
 th { background: #f2f2f2; }
 td:first-child, th:first-child { text-align: left; }
 img { max-width: 100%; }
-.fail td { text-align: left; }
+.fail td, .fail th { text-align: left; }
 tr.warn td { background: #fff3cd; }
 .banner { padding: 0.6em 1em; border-left: 6px solid; }
 .banner.failed { background: #fdecea; border-color: #c62828; }

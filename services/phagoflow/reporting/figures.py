@@ -89,18 +89,25 @@ def composite_rgb(image: NDArray[Any], *, low: float = 0.5, high: float = 99.8) 
     return rgb
 
 
-def overlay_mask(rgb: NDArray[Any], mask: NDArray[Any], *, edge: bool = False) -> NDArray[Any]:
+def overlay_mask(
+    rgb: NDArray[Any], mask: NDArray[Any], *, edge: bool = False, width: int = 1
+) -> NDArray[Any]:
     """Draw class outlines of ``mask`` (uint8 (H, W), 0/1/2) on ``rgb`` ((H, W, 3) in [0, 1]).
 
     The outline is the ring of pixels just outside each object (the object's own pixels stay
-    visible), in :data:`CLASS_COLOURS`; ``edge=True`` adds a black ring outside it.
+    visible), ``width`` pixels wide, in :data:`CLASS_COLOURS`; ``edge=True`` adds a black ring
+    outside it.
     """
     if rgb.shape[:2] != mask.shape:
         raise ValueError(f"rgb {rgb.shape[:2]} and mask {mask.shape} differ in shape")
+    if width < 1:
+        raise ValueError(f"outline width must be >= 1 pixel, got {width}")
     out = rgb.copy()
     for cls, colour in CLASS_COLOURS.items():
         inside = mask == cls
         edges = find_boundaries(inside, mode="outer")  # type: ignore[no-untyped-call]
+        if width > 1:
+            edges = ndi.binary_dilation(inside, np.ones((3, 3), bool), iterations=width) & ~inside
         if edge:
             halo = ndi.binary_dilation(edges | inside, np.ones((3, 3), bool)) & ~edges & ~inside
             out[halo & (mask == 0)] = 0.0
@@ -148,7 +155,9 @@ def outlined_crop(
     if mask is None:
         return big
     crop = np.repeat(np.repeat(mask[y0:y1, x0:x1], zoom, axis=0), zoom, axis=1)
-    return overlay_mask(big, crop, edge=True)
+    # half a field pixel wide: thick enough to read on the bright composite, thin enough to
+    # leave the neighbouring pixels visible
+    return overlay_mask(big, crop, edge=True, width=max(1, zoom // 2))
 
 
 def save_crop_png(

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
+from phagoflow.core.wells import well_name
+
 __all__ = [
     "ROLE_ORDER",
     "Channel",
@@ -129,6 +131,15 @@ class FieldKey:
         """File stem ``rRRcCCfFFpPP`` (``-tTT`` appended for timepoints > 0)."""
         stem = f"{self.well}f{self.field:02d}p{self.plane:02d}"
         return stem if self.timepoint == 0 else f"{stem}-t{self.timepoint:02d}"
+
+    @property
+    def label(self) -> str:
+        """The field as shown to a person: ``"B05 field 1"`` (A01 well name,
+        :func:`phagoflow.core.wells.well_name`), with ``plane P`` when not the first plane and
+        ``timepoint T`` (0-based) when not the first timepoint."""
+        extra = f" plane {self.plane}" if self.plane != 1 else ""
+        extra += f" timepoint {self.timepoint}" if self.timepoint else ""
+        return f"{well_name(self.row, self.col)} field {self.field}{extra}"
 
     @classmethod
     def parse(cls, name: str) -> FieldKey:
