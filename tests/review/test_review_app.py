@@ -62,10 +62,28 @@ def test_well_fields_sorted_by_disagreement(client) -> None:  # type: ignore[no-
     assert all(not f["curated"] for f in j["fields"])
 
 
-def test_unknown_well_is_404(client) -> None:  # type: ignore[no-untyped-def]
-    r = client.get("/api/wells/r09c09/fields")
+def test_wells_and_fields_are_shown_by_a01_names(client) -> None:  # type: ignore[no-untyped-def]
+    # a person reads B02 (as on the plate and in the report); routes and files keep r02c02
+    wells = client.get("/api/plate").json()["wells"]
+    assert [(w["well"], w["name"]) for w in wells] == [("r02c02", "B02"), ("r02c03", "B03")]
+    by_id = client.get("/api/wells/r02c02/fields").json()
+    assert client.get("/api/wells/B02/fields").json() == by_id  # either name finds the well
+    assert by_id["name"] == "B02"
+    assert {f["field"]: f["label"] for f in by_id["fields"]} == {
+        "r02c02f01p01": "B02 field 1",
+        "r02c02f02p01": "B02 field 2",
+    }
+    info = client.get(f"/api/fields/{FIELD}").json()
+    assert (info["label"], info["well_name"]) == ("B02 field 1", "B02")
+    js = client.get("/static/app.js").text
+    assert "<td>${w.well}</td>" not in js and "<td>${f.field}</td>" not in js
+
+
+@pytest.mark.parametrize("well", ["r09c09", "H09", "B02x", "B" + "0" * 40 + "2"])
+def test_unknown_well_is_404(client, well: str) -> None:  # type: ignore[no-untyped-def]
+    r = client.get(f"/api/wells/{well}/fields")
     assert r.status_code == 404
-    assert "no well 'r09c09'" in r.json()["detail"]
+    assert f"no well {well[:40]!r}" in r.json()["detail"]
 
 
 def test_field_info_image_and_masks(client, results_dir: Path) -> None:  # type: ignore[no-untyped-def]

@@ -22,6 +22,7 @@ import tifffile
 from review_helpers import TOKEN
 
 from ci_tools import require
+from phagoflow.core.opera.catalogue import FieldKey
 from phagoflow.review.browser import CHROMIUM_ARGS, chromium_path, live_server
 
 CHROMIUM = chromium_path()
@@ -107,7 +108,8 @@ def test_paint_stroke_and_save_changes_mask_exactly_there(page, server: str, res
     field = pg.get_attribute("#field-table tbody tr >> nth=0", "data-field")
     pg.click("#field-table tbody tr >> nth=0")
     pg.wait_for_function("window.review.state.edit !== null && window.review.state.base !== null")
-    assert pg.text_content("#field-title") == field
+    assert pg.text_content("#field-title") == FieldKey.parse(field).label  # "B03 field 2"
+    assert pg.text_content("#back-well") == "← B03"
     assert pg.input_value("#start-from") == "cdl"
 
     # class autolysosome, brush of 3 px

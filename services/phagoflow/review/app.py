@@ -56,6 +56,7 @@ from starlette.middleware.gzip import GZipMiddleware
 
 from phagoflow import __version__
 from phagoflow.core.opera.catalogue import FieldKey
+from phagoflow.core.wells import well_name
 from phagoflow.review import rating as rating_mod
 from phagoflow.review.curation import MAX_EDIT_OPERATIONS, MAX_SECONDS_EDITING, curation_summary
 from phagoflow.review.masks import UploadError, decode_mask
@@ -336,6 +337,7 @@ def create_app(results: ReviewResults, settings: ReviewSettings) -> FastAPI:
             "wells": [
                 {
                     "well": info.well,
+                    "name": well_name(info.row, info.col),
                     "row": info.row,
                     "col": info.col,
                     "fields": len(info.fields),
@@ -366,9 +368,11 @@ def create_app(results: ReviewResults, settings: ReviewSettings) -> FastAPI:
         curated = set(results.curated_names())
         return {
             "well": info.well,
+            "name": well_name(info.row, info.col),
             "fields": [
                 {
                     "field": name,
+                    "label": FieldKey.parse(name).label,
                     "counts": {} if blind else results.fields[name].counts,
                     "disagreement": None
                     if blind
@@ -399,7 +403,9 @@ def create_app(results: ReviewResults, settings: ReviewSettings) -> FastAPI:
         well = results.wells[key.well]
         return {
             "field": key.name,
+            "label": key.label,
             "well": key.well,
+            "well_name": well_name(key.row, key.col),
             "size_yx": list(results.size_yx),
             "counts": {} if blind else summary.counts,
             "disagreement": None if blind else _nan_to_none(summary.disagreement),

@@ -38,6 +38,7 @@ from phagoflow.core.opera import PlateCatalogue, load_field, read_plate
 from phagoflow.core.opera.catalogue import FieldKey
 from phagoflow.core.opera.roles import recorded_channel_roles
 from phagoflow.core.qc import relative_difference
+from phagoflow.core.wells import parse_well, well_id
 from phagoflow.review.masks import save_curated
 
 __all__ = [
@@ -223,10 +224,17 @@ def lookup_field(keys: dict[str, FieldKey], name: str, plate_id: str) -> FieldKe
 
 
 def lookup_well(wells: dict[str, WellInfo], name: str, plate_id: str) -> str:
-    """``name`` if it is a well of the plate; ``KeyError`` otherwise."""
-    if name not in wells:
+    """The key (``rRRcCC``) of well ``name`` of the plate, named ``rRRcCC`` or ``A01``
+    (:func:`phagoflow.core.wells.parse_well`); ``KeyError`` when the plate has no such well."""
+    if name in wells:
+        return name
+    try:
+        key = well_id(*parse_well(name)) if len(name) <= 12 else ""
+    except ValueError:
+        key = ""
+    if key not in wells:
         raise KeyError(f"no well {name[:40]!r} on plate {plate_id}")
-    return name
+    return key
 
 
 class ResultsFolder:

@@ -203,7 +203,7 @@ function initHeatmap() {
   cv.addEventListener("mousemove", (ev) => {
     const w = S.plate && wellAt(ev);
     if (!w) { tip.hidden = true; return; }
-    const lines = [w.well + "  (" + w.fields + " fields, " + w.curated + " curated)"];
+    const lines = [w.name + "  (" + w.fields + " fields, " + w.curated + " curated)"];
     for (const [m, c] of Object.entries(w.counts)) lines.push(m + ": " + c.phagophore + " phagophores, " + c.autolysosome + " autolysosomes");
     lines.push("disagreement " + fmt(w.disagreement_total));
     tip.textContent = lines.join("\n"); tip.hidden = false;
@@ -223,24 +223,24 @@ function fillWellTable() {
   const p = S.plate, t = $("well-table");
   t.tHead.innerHTML = `<tr><th>well</th><th>fields</th><th>curated</th>${countHeads(p.methods)}<th>disagreement</th></tr>`;
   const wells = [...p.wells].sort((a, b) => (b.disagreement_total ?? -1) - (a.disagreement_total ?? -1));
-  t.tBodies[0].innerHTML = wells.map((w) => `<tr data-well="${w.well}"><td>${w.well}</td><td>${w.fields}</td><td>${w.curated}</td>${countCells(w.counts, p.methods)}<td>${fmt(w.disagreement_total)}</td></tr>`).join("");
+  t.tBodies[0].innerHTML = wells.map((w) => `<tr data-well="${w.well}"><td>${w.name}</td><td>${w.fields}</td><td>${w.curated}</td>${countCells(w.counts, p.methods)}<td>${fmt(w.disagreement_total)}</td></tr>`).join("");
   for (const tr of t.tBodies[0].rows) tr.addEventListener("click", () => { location.hash = "#/well/" + tr.dataset.well; });
 }
 
 // ------------------------------------------------------------------ well view
 async function showWell(well) {
   const j = await getJSON("/api/wells/" + encodeURIComponent(well) + "/fields");
-  $("well-title").textContent = "Well " + j.well;
+  $("well-title").textContent = "Well " + j.name;
   const t = $("field-table"), methods = S.plate.methods;
   t.tHead.innerHTML = `<tr><th>field</th>${countHeads(methods)}<th>disagreement</th><th>curated</th></tr>`;
-  t.tBodies[0].innerHTML = j.fields.map((f) => `<tr data-field="${f.field}"><td>${f.field}</td>${countCells(f.counts, methods)}<td>${fmt(f.disagreement)}</td><td>${f.curated ? "✓" : ""}</td></tr>`).join("");
+  t.tBodies[0].innerHTML = j.fields.map((f) => `<tr data-field="${f.field}"><td>${f.label}</td>${countCells(f.counts, methods)}<td>${fmt(f.disagreement)}</td><td>${f.curated ? "✓" : ""}</td></tr>`).join("");
   for (const tr of t.tBodies[0].rows) tr.addEventListener("click", () => { location.hash = "#/field/" + tr.dataset.field; });
 }
 
 // ------------------------------------------------------------------ field view: loading
 async function openField(name) {
   if (S.field === name && S.img) { resizeCanvas(); render(); return; }
-  if (S.dirty && !confirm("Discard unsaved edits of " + S.field + "?")) { history.back(); return; }
+  if (S.dirty && !confirm("Discard unsaved edits of " + S.info.label + "?")) { history.back(); return; }
   status("loading " + name + " …");
   const info = await getJSON("/api/fields/" + encodeURIComponent(name));
   const img = await getRaw("/api/fields/" + encodeURIComponent(name) + "/image");
@@ -248,9 +248,10 @@ async function openField(name) {
   S.refs = {};
   for (const src of info.masks) S.refs[src] = (await getRaw("/api/fields/" + encodeURIComponent(name) + "/masks/" + src)).data;
   S.contrast = info.contrast.map((c) => ({ low: c.low, high: c.high, max: c.max }));
-  $("field-title").textContent = name;
+  $("field-title").textContent = info.label;
+  $("field-title").title = name; // the file name, for finding the TIFFs
   $("back-well").href = "#/well/" + info.well;
-  $("back-well").textContent = "← " + info.well;
+  $("back-well").textContent = "← " + info.well_name;
   buildFieldControls();
   resetTiming();
   const start = info.masks.includes("curated") ? "curated" : (S.plate.methods.find((m) => info.masks.includes(m) && m !== "cip") || info.masks[0] || "empty");
@@ -563,7 +564,7 @@ async function save() {
     S.plate = null; // counts of curated wells changed; reload the plate on the next route
     await loadPlate();
     showProvenance();
-    status("saved curated mask of " + S.field + " (" + j.provenance.pixels_changed + " px changed)", "ok");
+    status("saved curated mask of " + S.info.label + " (" + j.provenance.pixels_changed + " px changed)", "ok");
   } catch (e) {
     status("not saved: " + e.message, "err");
   }
@@ -662,7 +663,7 @@ async function nextRatingItem() {
   const masks = {};
   for (const slot of S.session.slots) masks[slot] = (await getRaw("/api/rating/sessions/" + S.session.id + "/items/" + item.index + "/masks/" + slot)).data;
   box.hidden = false;
-  $("rate-title").textContent = "Field " + item.field;
+  $("rate-title").textContent = info.label;
   $("rate-count").textContent = "(" + (items.filter((it) => it.rated).length + 1) + " of " + items.length + ")";
   const H = info.size_yx[0], W = info.size_yx[1], n = W * H, c = info.contrast;
   const k0 = 255 / Math.max(1, c[0].high - c[0].low), k1 = 255 / Math.max(1, c[1].high - c[1].low);
