@@ -89,6 +89,7 @@ __all__ = [
     "new_header",
     "objects_object_key",
     "parse_well_key",
+    "plate_map_object_key",
     "raw_object_key",
     "report_object_key",
     "result_identity",
@@ -309,6 +310,12 @@ def manifest_object_key(plate: str) -> str:
     """Ingest manifest of a plate: ``manifests/<plate>/ingest.json``."""
     _validate_plate(plate)
     return f"manifests/{_escape(plate)}/ingest.json"
+
+
+def plate_map_object_key(plate: str) -> str:
+    """A plate map as ingest found it beside the export: ``plates/<plate>/plate_map.csv``."""
+    _validate_plate(plate)
+    return f"plates/{_escape(plate)}/plate_map.csv"
 
 
 def report_object_key(plate: str, name: str) -> str:

@@ -17,7 +17,12 @@ scanned every ``PHAGOFLOW_INGEST_POLL_S`` seconds. Every folder holding a Harmon
 4. a field that cannot be read, or whose channel file is still missing after
    ``PHAGOFLOW_INGEST_MISSING_TIMEOUT_S``, becomes a :class:`DeadLetter` (stage ``ingest``, the
    file copied to the store) and is listed as failed;
-5. :class:`PlateComplete` is published once the core completeness rule
+5. a plate map (``plate_map.csv``, the ``phagoflow run --plate-map`` format) in the export
+   folder or the measurement folder above it is checked as ``run`` checks it and uploaded
+   (:func:`~phagoflow.events.plate_map_object_key`); ``PlateComplete`` names it, and metrics
+   computes the plate statistics with it. A map that fails the checks becomes one
+   :class:`DeadLetter` and ``PlateComplete.plate_map_error``; the counts go on without it;
+6. :class:`PlateComplete` is published once the core completeness rule
    (:func:`phagoflow.core.opera.check_complete`) holds and every field is published or failed —
    or, when some fields failed for good, once every field is resolved and nothing changed for
    the quiet period.
@@ -44,6 +49,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from pydantic import Field
 
 from phagoflow import events as ev
+from phagoflow.core.counting import available_readouts
 from phagoflow.core.opera import (
     FieldProblem,
     FieldReadError,
@@ -56,6 +62,8 @@ from phagoflow.core.opera import (
     parse_index,
 )
 from phagoflow.core.opera.catalogue import FieldRecord
+from phagoflow.core.screening import ScreeningParameters
+from phagoflow.embedded.screen import load_plate_map
 from phagoflow.services.common import Service, ServiceSettings, log_context
 from phagoflow.services.kafkaio import dead_letter, make_producer, publish
 from phagoflow.services.objectstore import ObjectStore, sha256_hex
@@ -91,6 +99,12 @@ class IngestSettings(ServiceSettings):
     channel_roles : dict
         Channel-role override (``PHAGOFLOW_CHANNEL_ROLES=NAME=ROLE,...``, as ``--channel-role``):
         channel name or id → ``dsred``, ``phluorin``, ``both`` or ``none``.
+    ingest_plate_map_name : str
+        File name of a plate's map, looked for in the export folder, then in the folder above
+        it (the measurement folder) unless that is the watch folder itself.
+    screening : ScreeningParameters
+        ``min_controls`` and the hit readout the map is checked against (``PHAGOFLOW_SCREENING__*``,
+        the same variables as ``phagoflow run`` and metrics).
     """
 
     watch_dir: Path = Path("var/incoming")
@@ -100,6 +114,8 @@ class IngestSettings(ServiceSettings):
     ingest_missing_timeout_s: float = Field(default=300.0, gt=0.0)
     ingest_quiet_s: float = Field(default=10.0, ge=0.0)
     channel_roles: ChannelRolesSetting = Field(default_factory=dict)
+    ingest_plate_map_name: str = Field(default="plate_map.csv", pattern=r"^[^/\\]+$")
+    screening: ScreeningParameters = ScreeningParameters()
 
     @property
     def http_port(self) -> int:
@@ -532,6 +548,11 @@ class IngestService(Service):
             event.failed.append(failure)
         if acquired:
             event.first_acquired_at.CopyFrom(ev.to_timestamp(datetime.fromisoformat(min(acquired))))
+        plate_map, event.plate_map_error = self._plate_map(export, catalogue)
+        if plate_map is not None:
+            event.plate_map.CopyFrom(plate_map)
+        manifest["plate_map"] = plate_map.key if plate_map is not None else None
+        manifest["plate_map_error"] = event.plate_map_error
         event.manifest.CopyFrom(self._save_manifest(catalogue.plate_id, manifest))
         publish(self.producer, ev.Topic.PLATES.value, event)
         manifest["plate_complete"] = True
@@ -545,8 +566,63 @@ class IngestService(Service):
             len(failed),
         )
 
+    def _plate_map(
+        self, export: _Export, catalogue: PlateCatalogue
+    ) -> tuple[ev.ObjectRef | None, str]:
+        """The export's plate map, checked as ``run --plate-map`` checks it, in the store.
+
+        Returns the stored map (``None`` when there is none or it was refused) and the reason
+        it was refused (``""`` otherwise); a refused map is also a dead letter.
+        """
+        path = _find_plate_map(
+            export.root, self.settings.watch_dir, self.settings.ingest_plate_map_name
+        )
+        if path is None:
+            return None, ""
+        nuclei = catalogue.nuclear_channel is not None
+        try:
+            data = path.read_bytes()
+            load_plate_map(
+                path,
+                catalogue,
+                self.settings.screening,
+                available_readouts(nuclei=nuclei, cells=True),
+            )
+        except (OSError, ValueError) as exc:  # PlateMapError is a ValueError
+            reason = " ".join(str(exc).split())
+            logger.error("plate %s: plate map refused: %s", catalogue.plate_id, reason)
+            assert self.producer is not None
+            dead_letter(
+                self.producer,
+                self.store,
+                stage="ingest",
+                error_type=type(exc).__name__,
+                error=reason,
+                payload=_read_payload(path),
+                payload_key=f"deadletter/ingest/plate-map/{sha256_hex(str(path).encode())[:16]}.csv",
+                path=_relative(path, self.settings.watch_dir),
+            )
+            self.m_dead.labels("ingest").inc()
+            return None, reason
+        ref = self.store.put_bytes(
+            ev.plate_map_object_key(catalogue.plate_id), data, content_type="text/csv"
+        )
+        logger.info("plate %s: plate map %s stored", catalogue.plate_id, path)
+        return ref, ""
+
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _find_plate_map(root: Path, watch_dir: Path, name: str) -> Path | None:
+    """``root/name``, else ``root.parent/name`` when the parent is inside the watch folder."""
+    candidates = [root / name]
+    parent = root.parent
+    if parent.resolve() != watch_dir.resolve() and parent.resolve().is_relative_to(
+        watch_dir.resolve()
+    ):
+        candidates.append(parent / name)
+    return next((p for p in candidates if p.is_file()), None)
 
 
 def _newest_mtime(folder: Path) -> float:

@@ -11,7 +11,10 @@
   ``WellComplete``; a plate is complete once ingest published ``PlateComplete`` and every
   published field has a result or a failure for every method in ``PHAGOFLOW_METRICS_METHODS``;
   then ``reports/<plate>/wells.csv`` and ``reports/<plate>/plate_heatmap.png`` are written with
-  the embedded runner's writers;
+  the embedded runner's writers — and, when ingest found a plate map beside the export
+  (``PlateComplete.plate_map``), ``plate_stats.csv``, ``hits.csv`` (and ``dose_response.csv``)
+  with the plate statistics of ``phagoflow run --plate-map``, exported as
+  ``phagoflow_plate_z_prime`` and ``phagoflow_plate_hits``;
 - state survives restarts: after each batch the state is written to
   ``state/metrics/snapshot.json`` in the store and only then are the offsets committed, so a
   restart restores the snapshot and replays at most the records after it (de-duplicated).
@@ -28,7 +31,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -42,9 +45,18 @@ from prometheus_client.registry import Collector
 from pydantic import Field
 
 from phagoflow import events as ev
-from phagoflow.core.counting import FieldCounts, WellSummary, aggregate_wells
+from phagoflow.core.cells import FieldCells
+from phagoflow.core.counting import FieldCounts, WellSummary, aggregate_wells, available_readouts
 from phagoflow.core.opera.catalogue import FieldKey, PlateCatalogue
 from phagoflow.core.qc import well_disagreement
+from phagoflow.core.screening import ScreeningParameters
+from phagoflow.embedded.screen import (
+    Screen,
+    load_plate_map,
+    screen_statistics,
+    statistics_record,
+    write_screen_tables,
+)
 from phagoflow.services.common import ApiResponse, Service, ServiceSettings, log_context
 from phagoflow.services.kafkaio import (
     commit,
@@ -83,12 +95,16 @@ class MetricsSettings(ServiceSettings):
         their reports stay in the store).
     metrics_max_poll_records : int
         Records per poll (one snapshot and commit per poll).
+    screening : ScreeningParameters
+        Plate statistics of a plate with a map (``PHAGOFLOW_SCREENING__*``, the same variables
+        as ``phagoflow run``).
     """
 
     metrics_port: int = Field(default=8400, ge=0, le=65535)
     metrics_methods: list[str] = Field(default_factory=lambda: ["cip"])
     metrics_keep_plates: int = Field(default=50, ge=1)
     metrics_max_poll_records: int = Field(default=200, ge=1)
+    screening: ScreeningParameters = ScreeningParameters()
 
     @property
     def http_port(self) -> int:
@@ -120,6 +136,8 @@ class PlateState:
     ingest: dict[str, Any] | None = None  # PlateComplete summary
     wells_done: list[str] = field(default_factory=list)  # "<well>/<method>"
     reports: dict[str, str] = field(default_factory=dict)
+    #: Plate statistics of a mapped plate, per method and readout (``statistics_record``).
+    statistics: dict[str, Any] | None = None
     complete_at: str | None = None
     first_seen: float = field(default_factory=time.time)
 
@@ -181,6 +199,7 @@ class PlateState:
                     "model_version": r.model_version,
                     "acquired_at": r.acquired_at,
                     "counts": r.counts.as_row(),
+                    "cells": None if r.counts.cells is None else asdict(r.counts.cells),
                 }
                 for k, r in self.results.items()
             },
@@ -188,6 +207,7 @@ class PlateState:
             "ingest": self.ingest,
             "wells_done": self.wells_done,
             "reports": self.reports,
+            "statistics": self.statistics,
             "complete_at": self.complete_at,
             "first_seen": self.first_seen,
         }
@@ -205,6 +225,7 @@ class PlateState:
                 autolysosomes=int(c["autolysosomes"]),
                 phagophore_area_um2=float(c["phagophore_area_um2"]),
                 autolysosome_area_um2=float(c["autolysosome_area_um2"]),
+                cells=FieldCells(**r["cells"]) if r.get("cells") else None,
             )
             results[k] = FieldResult(r["identity"], r["model_version"], counts, r["acquired_at"])
         return cls(
@@ -216,6 +237,7 @@ class PlateState:
             ingest=doc.get("ingest"),
             wells_done=list(doc.get("wells_done", [])),
             reports=dict(doc.get("reports", {})),
+            statistics=doc.get("statistics"),
             complete_at=doc.get("complete_at"),
             first_seen=float(doc.get("first_seen", time.time())),
         )
@@ -268,6 +290,8 @@ class MetricsState:
                 "fields_expected": int(event.fields_expected),
                 "fields_published": int(event.fields_published),
                 "manifest": event.manifest.key,
+                "plate_map": event.plate_map.key if event.HasField("plate_map") else None,
+                "plate_map_error": event.plate_map_error,
             }
             for f in event.failed:
                 self._add_failure(
@@ -367,6 +391,16 @@ class _StateCollector(Collector):
         complete = GaugeMetricFamily(
             "phagoflow_plate_complete", "1 when the plate is complete", labels=["plate"]
         )
+        z_prime = GaugeMetricFamily(
+            "phagoflow_plate_z_prime",
+            "Z' of a mapped plate from its control wells, per method and readout",
+            labels=["plate", "method", "readout"],
+        )
+        hits = GaugeMetricFamily(
+            "phagoflow_plate_hits",
+            "Hit wells of a mapped plate (robust z of the hit readout), per method",
+            labels=["plate", "method"],
+        )
         with state.lock:
             for plate in list(state.plates):
                 wells = state.wells(plate)
@@ -386,14 +420,33 @@ class _StateCollector(Collector):
                 for m in ps.methods_seen():
                     plates.add_metric([plate, m], len(ps.done_fields(m)))
                 complete.add_metric([plate], 1.0 if ps.complete_at else 0.0)
-        yield from (objects, fields, disagreement, expected, plates, complete)
+                _add_statistics(z_prime, hits, plate, ps.statistics)
+        yield from (objects, fields, disagreement, expected, plates, complete, z_prime, hits)
+
+
+def _add_statistics(
+    z_prime: GaugeMetricFamily,
+    hits: GaugeMetricFamily,
+    plate: str,
+    statistics: dict[str, Any] | None,
+) -> None:
+    """The plate-statistics gauges of one plate (nothing for a plate without a map)."""
+    if not statistics:
+        return
+    for s in statistics["results"]:
+        if s["z_prime"] is not None:
+            z_prime.add_metric([plate, s["method"], s["readout"]], float(s["z_prime"]))
+        if s["readout"] == statistics["hit_readout"]:
+            hits.add_metric([plate, s["method"]], float(len(s["hits"])))
 
 
 # --------------------------------------------------------------------------- the service
 
 
-def _stub_catalogue(plate: str, ingest: dict[str, Any]) -> PlateCatalogue:
-    """The plate geometry the embedded heat-map writer needs (no fields, no files)."""
+def _stub_catalogue(
+    plate: str, ingest: dict[str, Any], wells: Sequence[WellSummary] = ()
+) -> PlateCatalogue:
+    """The plate geometry (and the wells with results) the embedded writers need; no files."""
     return PlateCatalogue(
         plate_id=plate,
         measurement_id=str(ingest.get("measurement_id", "")),
@@ -408,6 +461,7 @@ def _stub_catalogue(plate: str, ingest: dict[str, Any]) -> PlateCatalogue:
         pixel_size_um=float("nan"),
         size_yx=(0, 0),
         fields=(),
+        wells=tuple(sorted({w.well for w in wells})),
     )
 
 
@@ -646,12 +700,20 @@ class MetricsService(Service):
         assert state.ingest is not None
         wells = self.state.wells(plate)
         methods = state.methods_seen()
+        catalogue = _stub_catalogue(plate, state.ingest, wells)
         with tempfile.TemporaryDirectory(prefix="phagoflow-metrics-") as tmp:
-            csv_path = Path(tmp) / "wells.csv"
-            png_path = Path(tmp) / "plate_heatmap.png"
-            write_wells_csv(csv_path, wells, methods)
-            write_heatmap(png_path, _stub_catalogue(plate, state.ingest), wells, methods)
-            for path, ctype in ((csv_path, "text/csv"), (png_path, "image/png")):
+            out = Path(tmp)
+            screen = self._screen(plate, out, catalogue, wells, methods)
+            write_wells_csv(out / "wells.csv", wells, methods, screen=screen)
+            write_heatmap(out / "plate_heatmap.png", catalogue, wells, methods)
+            written = [out / "wells.csv", out / "plate_heatmap.png"]
+            if screen is not None:
+                written += write_screen_tables(out, screen)
+                record = statistics_record(screen)
+                record["plate_map"]["path"] = (state.ingest or {}).get("plate_map")
+                state.statistics = record
+            for path in written:
+                ctype = "image/png" if path.suffix == ".png" else "text/csv"
                 ref = self.store.put_bytes(
                     ev.report_object_key(plate, path.name), path.read_bytes(), content_type=ctype
                 )
@@ -659,6 +721,38 @@ class MetricsService(Service):
         state.complete_at = datetime.now(UTC).isoformat()
         self.m_plates.inc()
         logger.info("plate %s complete: reports %s", plate, sorted(state.reports.values()))
+
+    def _screen(
+        self,
+        plate: str,
+        tmp: Path,
+        catalogue: PlateCatalogue,
+        wells: Sequence[WellSummary],
+        methods: Sequence[str],
+    ) -> Screen | None:
+        """The plate statistics with the plate map ingest stored, as ``run --plate-map``.
+
+        ``None`` for a plate without a map, or when the map no longer fits what was counted
+        (logged; the counts are reported without statistics).
+        """
+        state = self.state.plates[plate]
+        key = (state.ingest or {}).get("plate_map")
+        if not key:
+            return None
+        path = tmp / "plate_map.csv"
+        path.write_bytes(self.store.get_bytes(key))
+        readouts = available_readouts(
+            nuclei=any(w.cells is not None for w in wells),
+            cells=any(math.isfinite(w.cytoplasm_area_um2) for w in wells),
+        )
+        try:
+            screen = load_plate_map(path, catalogue, self.settings.screening, readouts)
+        except ValueError as exc:  # PlateMapError, or a hit readout that was not measured
+            logger.error("plate %s: no plate statistics: %s", plate, " ".join(str(exc).split()))
+            return None
+        finally:
+            path.unlink()
+        return screen_statistics(screen, wells, methods, plate=plate)
 
     def _evict(self) -> None:
         """Keep at most ``metrics_keep_plates`` reported plates (oldest reported dropped)."""
@@ -686,6 +780,8 @@ class MetricsService(Service):
                 "methods": {m: state.method_status(m) for m in methods},
                 "failed": sorted(state.failures.values(), key=lambda f: (f["field"], f["path"])),
                 "reports": dict(state.reports),
+                "plate_map_error": (state.ingest or {}).get("plate_map_error") or None,
+                "statistics": state.statistics,
                 "completed_at": state.complete_at,
             }
 

@@ -239,7 +239,7 @@ class FieldFailure(_message.Message):
     def __init__(self, field: _Optional[_Union[FieldId, _Mapping]] = ..., path: _Optional[str] = ..., stage: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class PlateComplete(_message.Message):
-    __slots__ = ("header", "plate", "measurement_id", "export_format", "format_version", "plate_rows", "plate_columns", "fields_expected", "fields_published", "failed", "manifest", "first_acquired_at", "completed_at")
+    __slots__ = ("header", "plate", "measurement_id", "export_format", "format_version", "plate_rows", "plate_columns", "fields_expected", "fields_published", "failed", "manifest", "first_acquired_at", "completed_at", "plate_map", "plate_map_error")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     PLATE_FIELD_NUMBER: _ClassVar[int]
     MEASUREMENT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -253,6 +253,8 @@ class PlateComplete(_message.Message):
     MANIFEST_FIELD_NUMBER: _ClassVar[int]
     FIRST_ACQUIRED_AT_FIELD_NUMBER: _ClassVar[int]
     COMPLETED_AT_FIELD_NUMBER: _ClassVar[int]
+    PLATE_MAP_FIELD_NUMBER: _ClassVar[int]
+    PLATE_MAP_ERROR_FIELD_NUMBER: _ClassVar[int]
     header: EventHeader
     plate: str
     measurement_id: str
@@ -266,7 +268,9 @@ class PlateComplete(_message.Message):
     manifest: ObjectRef
     first_acquired_at: _timestamp_pb2.Timestamp
     completed_at: _timestamp_pb2.Timestamp
-    def __init__(self, header: _Optional[_Union[EventHeader, _Mapping]] = ..., plate: _Optional[str] = ..., measurement_id: _Optional[str] = ..., export_format: _Optional[str] = ..., format_version: _Optional[str] = ..., plate_rows: _Optional[int] = ..., plate_columns: _Optional[int] = ..., fields_expected: _Optional[int] = ..., fields_published: _Optional[int] = ..., failed: _Optional[_Iterable[_Union[FieldFailure, _Mapping]]] = ..., manifest: _Optional[_Union[ObjectRef, _Mapping]] = ..., first_acquired_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., completed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    plate_map: ObjectRef
+    plate_map_error: str
+    def __init__(self, header: _Optional[_Union[EventHeader, _Mapping]] = ..., plate: _Optional[str] = ..., measurement_id: _Optional[str] = ..., export_format: _Optional[str] = ..., format_version: _Optional[str] = ..., plate_rows: _Optional[int] = ..., plate_columns: _Optional[int] = ..., fields_expected: _Optional[int] = ..., fields_published: _Optional[int] = ..., failed: _Optional[_Iterable[_Union[FieldFailure, _Mapping]]] = ..., manifest: _Optional[_Union[ObjectRef, _Mapping]] = ..., first_acquired_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., completed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., plate_map: _Optional[_Union[ObjectRef, _Mapping]] = ..., plate_map_error: _Optional[str] = ...) -> None: ...
 
 class DeadLetter(_message.Message):
     __slots__ = ("header", "source_topic", "source_partition", "source_offset", "key", "stage", "error_type", "error", "payload", "payload_type", "field", "path", "attempts", "failed_at")
