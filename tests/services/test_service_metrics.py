@@ -3,6 +3,7 @@ WellComplete, reports, JSON API, Prometheus, restart and replays without double 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import urllib.error
 import urllib.request
@@ -13,10 +14,11 @@ import pytest
 from svc_testing import LocalStack, wait_for
 
 from phagoflow import events as ev
+from phagoflow.core.cells import FieldCells
 from phagoflow.core.counting import FieldCounts
 from phagoflow.core.opera.catalogue import FieldKey
 from phagoflow.embedded.run import RunResult
-from phagoflow.services.metrics import MetricsService, MetricsSettings
+from phagoflow.services.metrics import MetricsService, MetricsSettings, MetricsState
 
 WELLS = ev.Topic.WELLS.value
 
@@ -201,3 +203,18 @@ def test_plate_ids_with_slashes_in_the_api(local_stack: LocalStack, plate: str) 
     quoted = urllib.request.quote(plate, safe="")
     rows = _wait_api(svc.port, f"/api/v1/plates/{quoted}/wells")
     assert rows[0]["well"] == "r01c01" and rows[0]["phagophores"] == 3
+
+
+def test_the_snapshot_keeps_each_fields_cells(reference: RunResult) -> None:
+    """A restart with nothing to replay must not lose the cell readouts of wells.csv."""
+    state = MetricsState(["cip"])
+    counts = _ref_counts(reference)
+    nuclei = dataclasses.replace(counts[0], cells=FieldCells(12, 480.5, 3210.25, 3690.75))
+    for c in [nuclei, *counts[1:]]:
+        state.apply_mask_ready(_mask_ready(c, expected=len(counts)))
+    doc = json.loads(json.dumps(state.to_json()))  # through the JSON text, as in S3
+    back = MetricsState.from_json(doc, ["cip"])
+    plate = counts[0].plate
+    assert back.plates[plate].counts() == state.plates[plate].counts()
+    assert back.plates[plate].counts()[0].cells == FieldCells(12, 480.5, 3210.25, 3690.75)
+    assert any(c.cells is not None and c.cells.n_cells is None for c in back.plates[plate].counts())
