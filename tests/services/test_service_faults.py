@@ -1,23 +1,32 @@
-"""Fault tests on the real stack: kill -9 mid-plate, S3 stalled mid-upload, a consumer-group
-rebalance mid-plate, duplicate deliveries.
+"""Fault tests on the real stack: kill -9 mid-plate (every service, every inference worker,
+Triton), S3 stalled mid-upload, a consumer-group rebalance mid-plate, duplicate deliveries.
 
 The final per-well counts must equal those of `phagoflow run`: no field lost, none counted twice.
 """
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
+from prometheus_client.parser import text_string_to_metric_families
 from svc_testing import LocalStack, PlateRun, copy_into, harmony_files, wait_for
 from test_service_e2e import _get
 
 from phagoflow import events as ev
+from phagoflow.core.model_dir import save_model_dir
+from phagoflow.core.normalisation import NormalisationConfig
 from phagoflow.core.simulate import SimulatedPlate
-from phagoflow.embedded.run import RunResult
+from phagoflow.core.unet import UNet, UNetConfig
+from phagoflow.embedded.run import RunResult, run_plate
 from phagoflow.services.cip import CipService, CipSettings
-from phagoflow.stack import MotoS3Server
+from phagoflow.stack import MotoS3Server, TritonServer
+from phagoflow.stack.local import ServiceProcess
 
 pytestmark = pytest.mark.slow
 
@@ -183,3 +192,148 @@ def test_duplicate_deliveries_count_once(
         ),
         timeout_s=30,
     )
+
+
+# ------------------------------------------------------------------ inference workers and Triton
+
+REPO = Path(__file__).resolve().parents[2] / "model_repository"
+MODEL = "autophagy_unet_cpu"
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-init U-Net folder: exercises the CDL path, not its quality."""
+    torch.manual_seed(0)
+    config = UNetConfig(base_channels=4)
+    path = tmp_path_factory.mktemp("model") / "m"
+    save_model_dir(path, UNet(config).eval(), config, NormalisationConfig(), name="test-unet")
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference6_cdl(
+    plate6: SimulatedPlate, model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> RunResult:
+    """``phagoflow run --method cip,cdl`` on ``plate6``: the undisturbed numbers."""
+    return run_plate(
+        plate6.export_dir,
+        tmp_path_factory.mktemp("ref6cdl"),
+        methods=("cip", "cdl"),
+        model_dir=model_dir,
+        progress=False,
+    )
+
+
+def _triton_requests(triton: TritonServer) -> int:
+    """Inference requests Triton has answered so far (its statistics API, not a poll cache)."""
+    url = f"{triton.http_url}/v2/models/{MODEL}/stats"
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        stats = json.loads(resp.read())["model_stats"]
+    return sum(int(s["inference_stats"]["success"]["count"]) for s in stats)
+
+
+def _worker_metric(worker: ServiceProcess, name: str) -> float:
+    """A counter of a worker process, read from its /metrics (0 when not exported yet)."""
+    with urllib.request.urlopen(f"{worker.url}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                return float(sample.value)
+    return 0.0
+
+
+def _wait_busy(triton: TritonServer, since: int) -> None:
+    """Until Triton answered a request after ``since``: a worker is inside a field's tiles (or
+    writing its mask) with the record not yet committed."""
+    wait_for(lambda: _triton_requests(triton) > since, timeout_s=60, every_s=0.01)
+
+
+def test_kill_9_every_inference_worker_and_triton_mid_plate(
+    local_stack: LocalStack,
+    plate6: SimulatedPlate,
+    model_dir: Path,
+    reference6_cdl: RunResult,
+    tmp_path: Path,
+) -> None:
+    """kill -9 of every inference worker process (three, as `stack up` runs) while fields are
+    inside them, then of Triton while requests reach it: records are redelivered, the workers
+    wait for Triton (not ready, record postponed, not dead-lettered), and every field gets
+    exactly one CDL result; per-well CIP and CDL counts equal `phagoflow run`."""
+    triton = TritonServer(
+        REPO,
+        model_env={"PHAGOFLOW_MODEL_ONNX": str(model_dir / "model.onnx")},
+        log_path=tmp_path / "triton.log",
+        startup_timeout_s=90,
+    ).start()
+    env = {
+        **local_stack.env(),
+        "PHAGOFLOW_TRITON_URL": triton.url,
+        "PHAGOFLOW_TRITON_MODEL": MODEL,
+        "PHAGOFLOW_MODEL_DIR": str(model_dir),
+        "PHAGOFLOW_TRITON_TIMEOUT_S": "2",
+        "PHAGOFLOW_TRITON_RETRIES": "2",
+        "OMP_NUM_THREADS": "1",
+    }
+    workers = [
+        ServiceProcess("inference", env=env, log_path=tmp_path / f"inference-{i}.log")
+        for i in (1, 2, 3)
+    ]
+    try:
+        run = PlateRun(local_stack, plate6, methods=("cip", "cdl"))
+        run.start_pipeline()
+        local_stack.start(CipService(local_stack.settings(CipSettings), http_port=0))
+        for w in workers:
+            w.start()  # ready = Kafka, S3 and Triton's model reached
+        names = sorted(harmony_files(plate6.export_dir)[1])  # 3 wells x 2 fields
+        n = len(names)
+        first, second = names[0:4:2], names[1:4:2]  # one field of each of two wells, twice
+        run.feed(first)
+        wait_for(lambda: run.done("cdl") >= 1, timeout_s=90, every_s=0.05)
+
+        # 1. every inference worker killed while fields are inside them (uncommitted)
+        requests = _triton_requests(triton)
+        run.feed(second)  # two wells: two partitions, two workers at once
+        _wait_busy(triton, requests)
+        pids = [w.pid for w in workers]
+        for w in workers:
+            w.kill()
+        assert run.done("cdl") < n  # mid-plate: fields are still to come
+        for w in workers:  # all at once, as a Deployment's pods come back, on their ports
+            w.spawn()
+        for w in workers:
+            w.wait_ready(90)
+        assert not set(pids) & {w.pid for w in workers}
+
+        # 2. Triton killed while requests reach it; the rest of the plate lands meanwhile
+        requests = _triton_requests(triton)
+        run.feed(names[4:])
+        _wait_busy(triton, requests)
+        triton_pid = triton.pid
+        triton.kill()
+        assert run.done("cdl") < n
+        # a worker's request fails: the record is postponed (not dead-lettered), /readyz 503
+        wait_for(
+            lambda: sum(_worker_metric(w, "phagoflow_triton_unavailable_total") for w in workers),
+            timeout_s=60,
+            every_s=0.1,
+        )
+        wait_for(lambda: not all(w.is_ready() for w in workers), timeout_s=10)
+        triton.start()  # on the ports the workers know
+        assert triton.pid != triton_pid
+
+        run.check(reference6_cdl)  # per-well CIP and CDL counts, every field, no dead letter
+        masks = local_stack.read(ev.Topic.MASKS_CDL.value, min_count=n, timeout_s=30)
+        results: dict[str, set[str]] = {}
+        for r in masks:
+            assert isinstance(r.event, ev.MaskReady)
+            results.setdefault(ev.field_key(r.event.field).name, set()).add(
+                ev.result_identity(r.event.field, "cdl", r.event.model_version)
+            )
+        # every field has a CDL result; a redelivered field rewrote the same result
+        assert sorted(results) == names
+        assert all(len(ids) == 1 for ids in results.values()), results
+    finally:
+        for w in workers:
+            w.kill()
+        triton.kill()
