@@ -10,15 +10,16 @@ method, an object is doubtful when its green/red ratio —
 what tells a phagophore (both channels) from an autolysosome (DsRed only) — lies nearest the
 plate's own boundary between the two classes (:func:`ratio_doubts`).
 
-:func:`pick_doubts` ranks candidates over the plate, one per field first, and gives each a
-window around it (:data:`CROP_PX` field pixels) and a sentence saying why it was chosen.
+:func:`pick_doubts` ranks candidates over the plate — the strongest of each kind of
+disagreement first (so the crops do not all show one kind), then one per field — and gives each
+a window around it (:data:`CROP_PX` field pixels) and a sentence saying why it was chosen.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CROP_PX",
     "Doubt",
+    "choose_doubts",
     "class_boundary",
     "mask_disagreements",
     "pick_doubts",
@@ -68,6 +70,10 @@ class Doubt:
         The object's bounding box ``(y0, x0, y1, x1)`` in field pixels, half-open.
     box : (int, int, int, int)
         Crop ``(y0, x0, y1, x1)`` in field pixels, half-open.
+    kind : str
+        What kind of doubt: ``"only A"`` / ``"only B"`` (one method found it; A and B as in
+        ``names`` of :func:`mask_disagreements`), ``"class"`` (different classes),
+        ``"outline"`` (same class, outlines differ) or ``"ratio"`` (:func:`ratio_doubts`).
     """
 
     field: str
@@ -76,6 +82,7 @@ class Doubt:
     reason: str
     target: tuple[int, int, int, int] = (0, 0, 0, 0)
     box: tuple[int, int, int, int] = (0, 0, 0, 0)
+    kind: str = ""
 
     @property
     def caption(self) -> str:
@@ -124,12 +131,12 @@ def mask_disagreements(
         vb = (float(votes_b[0][i]), float(votes_b[1][i]))
         area = float(size[i]) * pixel_size_um**2
         fraction = float(differ[i] / size[i])
-        reason = _disagreement_reason(va, vb, area, fraction, names)
+        reason, kind = _disagreement_reason(va, vb, area, fraction, names)
         cy, cx = centres[i]
         ys, xs = slices[i]
         target = (ys.start, xs.start, ys.stop, xs.stop)
         score = float(differ[i]) * (2.0 if fraction == 1.0 else 1.0)
-        out.append(Doubt("", (float(cy), float(cx)), score, reason, target))
+        out.append(Doubt("", (float(cy), float(cx)), score, reason, target, kind=kind))
     out.sort(key=lambda d: (-d.score, d.reason))
     return out
 
@@ -140,19 +147,21 @@ def _disagreement_reason(
     area_um2: float,
     fraction: float,
     names: tuple[str, str],
-) -> str:
-    """Why two masks' votes for one object make it doubtful, in words."""
+) -> tuple[str, str]:
+    """Why two masks' votes for one object make it doubtful, in words, and the kind of doubt
+    (:attr:`Doubt.kind`)."""
     na, nb = names
     cls_a = CLASS_NAMES[1 + int(va[1] > va[0])] if sum(va) else ""
     cls_b = CLASS_NAMES[1 + int(vb[1] > vb[0])] if sum(vb) else ""
     size = f"{area_um2:.2g} µm²"
     if not cls_a:
-        return f"{nb} found {_a(cls_b)} ({size}) that {na} did not"
+        return f"{nb} found {_a(cls_b)} ({size}) that {na} did not", "only B"
     if not cls_b:
-        return f"{na} found {_a(cls_a)} ({size}) that {nb} did not"
+        return f"{na} found {_a(cls_a)} ({size}) that {nb} did not", "only A"
     if cls_a != cls_b:
-        return f"{na} calls it {_a(cls_a)}, {nb} {_a(cls_b)} ({size})"
-    return f"both find {_a(cls_a)}, but their outlines differ on {fraction:.0%} of its {size}"
+        return f"{na} calls it {_a(cls_a)}, {nb} {_a(cls_b)} ({size})", "class"
+    why = f"both find {_a(cls_a)}, but their outlines differ on {fraction:.0%} of its {size}"
+    return why, "outline"
 
 
 def _a(noun: str) -> str:
@@ -177,7 +186,7 @@ def ratio_doubts(objects: Sequence[ObjectRecord], boundary: float) -> list[Doubt
             "autolysosomes (DsRed only)"
         )
         target = (o.bbox_y0, o.bbox_x0, o.bbox_y1, o.bbox_x1)
-        out.append(Doubt("", (o.centroid_y, o.centroid_x), score, reason, target))
+        out.append(Doubt("", (o.centroid_y, o.centroid_x), score, reason, target, kind="ratio"))
     out.sort(key=lambda d: -d.score)
     return out
 
@@ -206,31 +215,41 @@ def _box(
 
 
 def pick_doubts(result: RunResult, n: int) -> list[Doubt]:
-    """The ``n`` most doubtful objects of a run, at most one per field until every field with
-    a candidate has one, each with its crop box.
+    """The ``n`` most doubtful objects of a run, each with its crop box (:func:`choose_doubts`).
 
     With ``cip`` and ``cdl`` both counted, the candidates are mask disagreements in the
     ``4 n`` fields whose counts differ most; else ratio doubts over every counted field.
     """
     if n <= 0:
         return []
-    shape = result.catalogue.size_yx
     if "cip" in result.methods and "cdl" in result.methods:
         found = _mask_candidates(result, n)
     else:
         found = _ratio_candidates(result)
-    found.sort(key=lambda d: -d.score)
+    return choose_doubts(found, n, result.catalogue.size_yx)
+
+
+def choose_doubts(found: Sequence[Doubt], n: int, shape: tuple[int, int]) -> list[Doubt]:
+    """``n`` of the candidates ``found`` (each with its ``field`` set), each given its crop box
+    in a field of ``shape``.
+
+    First the strongest candidate of each kind (:attr:`Doubt.kind`) in a field not yet shown,
+    so that the crops show every kind of disagreement there is and not n times the commonest;
+    then the strongest of each further field; then the rest, never a crop that mostly repeats
+    another.
+    """
+    ranked = sorted(found, key=lambda d: -d.score)
     chosen: list[Doubt] = []
-    for d in found:  # the best of each field first
+    for d in ranked:  # the best of each kind
+        if len(chosen) < n and all(c.kind != d.kind and c.field != d.field for c in chosen):
+            chosen.append(d)
+    for d in ranked:  # then the best of each field
         if len(chosen) < n and all(c.field != d.field for c in chosen):
             chosen.append(d)
-    for d in found:  # then the rest, never a crop that mostly repeats another
+    for d in ranked:  # then the rest
         if len(chosen) < n and not any(_overlaps(c, d) for c in chosen):
             chosen.append(d)
-    return [
-        Doubt(d.field, d.centre, d.score, d.reason, d.target, _box(d.centre, shape, CROP_PX))
-        for d in chosen
-    ]
+    return [replace(d, box=_box(d.centre, shape, CROP_PX)) for d in chosen]
 
 
 def _overlaps(a: Doubt, b: Doubt) -> bool:
@@ -267,7 +286,7 @@ def _mask_candidates(result: RunResult, n: int) -> list[Doubt]:
             pixel_size_um=result.catalogue.pixel_size_um,
             names=("CIP", "CDL"),
         )
-        out += [Doubt(name, d.centre, d.score, d.reason, d.target) for d in doubts[:3]]
+        out += [replace(d, field=name) for d in _best_of_each_kind(doubts, 3)]
     return out
 
 
@@ -280,5 +299,16 @@ def _ratio_candidates(result: RunResult) -> list[Doubt]:
     for oc in result.outcomes:
         if oc.counts is not None:
             best = ratio_doubts(oc.objects, boundary)[:3]
-            out += [Doubt(oc.name, d.centre, d.score, d.reason, d.target) for d in best]
+            out += [replace(d, field=oc.name) for d in best]
     return out
+
+
+def _best_of_each_kind(doubts: Sequence[Doubt], n: int) -> list[Doubt]:
+    """Up to ``n`` of ``doubts`` (sorted, strongest first): the best of each kind, then the
+    strongest others; strongest first."""
+    best: dict[str, Doubt] = {}
+    for d in doubts:
+        best.setdefault(d.kind, d)
+    picked = list(best.values())[:n]
+    picked += [d for d in doubts if d not in picked][: n - len(picked)]
+    return sorted(picked, key=lambda d: -d.score)

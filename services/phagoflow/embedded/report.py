@@ -518,8 +518,8 @@ def _crops_section(result: RunResult, n: int) -> str:
     doubts = pick_doubts(result, n)
     two = "cip" in result.methods and "cdl" in result.methods
     how = (
-        "where the CIP and CDL masks disagree most (an object one method missed or classified "
-        "differently first)"
+        "where the CIP and CDL masks disagree most, the strongest of each kind of disagreement "
+        "first (found by one method only, classified differently, outlined differently)"
         if two
         else "whose green/red ratio lies nearest this plate's boundary between the two classes"
     )
