@@ -257,6 +257,8 @@ class PlateRun:
     plate: SimulatedPlate
     methods: tuple[str, ...] = ("cip",)
     metrics: MetricsService | None = None
+    #: Extra :class:`MetricsSettings` (e.g. ``{"metrics_ome_zarr": True}``).
+    metrics_options: dict[str, Any] = field(default_factory=dict)
 
     def start_pipeline(self) -> None:
         watch = self.stack.tmp / "incoming"
@@ -271,7 +273,9 @@ class PlateRun:
             http_port=0,
         )
         self.stack.start(ingest)
-        settings = self.stack.settings(MetricsSettings, metrics_methods=list(self.methods))
+        settings = self.stack.settings(
+            MetricsSettings, metrics_methods=list(self.methods), **self.metrics_options
+        )
         self.metrics = self.stack.start(MetricsService(settings, http_port=0))
 
     def feed(self, names: list[str] | None = None, *, interval_s: float = 0.0) -> None:

@@ -4,10 +4,13 @@ them to Prometheus; a bad plate map is refused on one line and the counts go on 
 
 from __future__ import annotations
 
+import json
 import shutil
 import urllib.request
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from svc_testing import LocalStack, PlateRun
@@ -24,6 +27,8 @@ from phagoflow.embedded.run import RunResult, run_plate
 from phagoflow.services.cip import CipService, CipSettings
 
 pytestmark = pytest.mark.slow
+ngff_zarr = pytest.importorskip("ngff_zarr")
+zarr = pytest.importorskip("zarr")
 
 TABLES = ("wells.csv", "plate_stats.csv", "hits.csv")
 
@@ -52,12 +57,13 @@ def screen_reference(
         screen_plate.export_dir,
         tmp_path_factory.mktemp("screenref"),
         plate_map=screen_plate.plate_map,
+        ome_zarr=True,
         progress=False,
     )
 
 
-def _stream(stack: LocalStack, plate: SimulatedPlate, plate_map: Path) -> PlateRun:
-    run = PlateRun(stack, plate)
+def _stream(stack: LocalStack, plate: SimulatedPlate, plate_map: Path, **metrics: Any) -> PlateRun:
+    run = PlateRun(stack, plate, metrics_options=metrics)
     run.start_pipeline()
     stack.start(CipService(stack.settings(CipSettings), http_port=0))
     dest = stack.tmp / "incoming" / "plate"
@@ -78,11 +84,14 @@ def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     }
 
 
-def test_plate_statistics_through_the_stack_equal_the_embedded_run(
-    local_stack: LocalStack, screen_plate: SimulatedPlate, screen_reference: RunResult
+def test_plate_statistics_and_ome_zarr_through_the_stack_equal_the_embedded_run(
+    local_stack: LocalStack,
+    screen_plate: SimulatedPlate,
+    screen_reference: RunResult,
+    tmp_path: Path,
 ) -> None:
     assert screen_plate.plate_map is not None
-    run = _stream(local_stack, screen_plate, screen_plate.plate_map)
+    run = _stream(local_stack, screen_plate, screen_plate.plate_map, metrics_ome_zarr=True)
     status = run.wait_complete()
     assert status["plate_map_error"] is None
     store = local_stack.store()
@@ -100,6 +109,37 @@ def test_plate_statistics_through_the_stack_equal_the_embedded_run(
     assert hits is not None and hits.hits  # the planted well is a hit
     assert gauges[("phagoflow_plate_hits", (("method", "cip"), ("plate", plate)))] == len(hits.hits)
     assert status["statistics"]["hit_readout"] == screen.hit_readout
+    _check_ome_zarr(local_stack, status, screen_reference, tmp_path)
+
+
+def _check_ome_zarr(
+    stack: LocalStack, status: dict[str, Any], reference: RunResult, tmp: Path
+) -> None:
+    """The stream's OME-Zarr equals ``run --ome-zarr``'s: the same arrays, the same metadata."""
+    assert reference.ome_zarr is not None
+    prefix = status["reports"][reference.ome_zarr.name]
+    store = stack.store()
+    local = tmp / reference.ome_zarr.name
+    for key in store.list_keys(prefix + "/"):
+        path = local / key[len(prefix) + 1 :]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(store.get_bytes(key))
+    ours = sorted(p.relative_to(local) for p in local.rglob("*") if p.is_file())
+    theirs = sorted(p.relative_to(reference.ome_zarr) for p in reference.ome_zarr.rglob("*"))
+    assert ours == [p for p in theirs if (reference.ome_zarr / p).is_file()]
+    arrays = 0
+    for rel in (r for r in ours if r.name == "zarr.json"):
+        meta = json.loads((local / rel).read_text())
+        assert meta == json.loads((reference.ome_zarr / rel).read_text()), rel
+        if meta["node_type"] == "array":  # pixels and labels, chunk by chunk
+            got = zarr.open_array(local / rel.parent, mode="r")[...]
+            np.testing.assert_array_equal(
+                got, zarr.open_array(reference.ome_zarr / rel.parent, mode="r")[...]
+            )
+            arrays += 1
+    assert arrays >= 2 * len(reference.catalogue.fields)  # each field's image and its labels
+    hcs = ngff_zarr.from_hcs_zarr(str(local), validate=True)  # a second, independent reader
+    assert hcs.metadata.name == reference.catalogue.plate_id
 
 
 def test_a_bad_plate_map_is_refused_and_the_counts_go_on(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,9 +29,18 @@ from phagoflow.core.opera.catalogue import ROLE_ORDER, ChannelRole, FieldRecord
 from phagoflow.embedded.masks import mask_path, read_mask
 
 if TYPE_CHECKING:
+    from phagoflow.core.counting import WellSummary
     from phagoflow.embedded.run import RunResult
+    from phagoflow.embedded.screen import Screen
 
-__all__ = ["channel_names", "ome_zarr_path", "well_table", "write_run_ome_zarr"]
+__all__ = [
+    "channel_names",
+    "channel_names_by_role",
+    "ome_zarr_path",
+    "publish_tree",
+    "well_table",
+    "write_run_ome_zarr",
+]
 
 #: Per-well numbers in the OME-Zarr well table, prefixed by the method (``cip_phagophores``).
 _TABLE_NUMBERS = (
@@ -56,7 +66,11 @@ def ome_zarr_path(out: Path, plate_id: str) -> Path:
 
 def channel_names(catalogue: PlateCatalogue) -> tuple[str, ...]:
     """Names of the planes written: DsRed and pHluorin roles, then the nuclear stain."""
-    by_role = {role: c.name for c in catalogue.channels for role in c.roles}
+    return channel_names_by_role({role: c.name for c in catalogue.channels for role in c.roles})
+
+
+def channel_names_by_role(by_role: Mapping[ChannelRole, str]) -> tuple[str, ...]:
+    """:func:`channel_names` from a role → channel name mapping (the stream's manifest)."""
     names = [by_role.get(role, str(role)) for role in ROLE_ORDER]
     if len(set(names)) < len(names):  # one channel standing in for both roles
         names = [f"{n} ({role})" for n, role in zip(names, ROLE_ORDER, strict=True)]
@@ -80,15 +94,17 @@ def _plane_dtype(catalogue: PlateCatalogue) -> Any:
     return np.uint16 if factors <= {1.0} else np.float32
 
 
-def well_table(result: RunResult) -> list[dict[str, object]]:
+def well_table(
+    wells: Sequence[WellSummary], screen: Screen | None = None
+) -> list[dict[str, object]]:
     """One row per well: position, plate-map entry and hit call, then numbers per method.
 
     Method columns are prefixed by the method (``cip_phagophores_per_cell``); numbers that
     were not measured are NaN, text that the map does not give is "".
     """
     rows: dict[tuple[int, int], dict[str, object]] = {}
-    for w in result.wells:
-        row = rows.setdefault((w.row, w.col), _well_head(result, w.row, w.col))
+    for w in wells:
+        row = rows.setdefault((w.row, w.col), _well_head(screen, w.row, w.col))
         row["fields"] = max(int(row.get("fields", 0)), w.fields)  # type: ignore[call-overload]
         row["cells"] = float(w.cells) if w.cells is not None else math.nan
         row["cytoplasm_area_um2"] = w.cytoplasm_area_um2
@@ -96,24 +112,23 @@ def well_table(result: RunResult) -> list[dict[str, object]]:
         for name in _TABLE_NUMBERS:
             v = values[name]
             row[f"{w.method}_{name}"] = math.nan if v is None else float(v)
-        if result.screen is not None:
-            row |= _well_stats_columns(result, w.method, w.row, w.col)
+        if screen is not None:
+            row |= _well_stats_columns(screen, w.method, w.row, w.col)
     columns = list(dict.fromkeys(k for r in rows.values() for k in r))
     return [{k: r.get(k, math.nan) for k in columns} for _, r in sorted(rows.items())]
 
 
-def _well_head(result: RunResult, row: int, col: int) -> dict[str, object]:
+def _well_head(screen: Screen | None, row: int, col: int) -> dict[str, object]:
     head: dict[str, object] = {"row": row, "col": col}
-    if result.screen is not None:
-        entry = result.screen.plate_map.entries.get((row, col))
+    if screen is not None:
+        entry = screen.plate_map.entries.get((row, col))
         head["role"] = entry.role.value if entry is not None else ""
         head["compound"] = entry.compound if entry is not None else ""
     return head
 
 
-def _well_stats_columns(result: RunResult, method: str, row: int, col: int) -> dict[str, object]:
-    assert result.screen is not None
-    stats = result.screen.of(method)
+def _well_stats_columns(screen: Screen, method: str, row: int, col: int) -> dict[str, object]:
+    stats = screen.of(method)
     ws = None
     if stats is not None:
         ws = next((s for s in stats.wells if (s.row, s.col) == (row, col)), None)
@@ -164,7 +179,7 @@ def write_run_ome_zarr(result: RunResult, *, progress: bool = False) -> Path:
             image_no[well] = image_no.get(well, 0) + 1
             planes = _planes(cat, record, dtype)
             writer.add_field(*well, image_no[well], planes, labels=labels)
-        writer.set_well_table(well_table(result))
+        writer.set_well_table(well_table(result.wells, result.screen))
         writer.close()
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -173,3 +188,17 @@ def write_run_ome_zarr(result: RunResult, *, progress: bool = False) -> Path:
         shutil.rmtree(final)
     os.replace(tmp, final)
     return final
+
+
+def publish_tree(root: Path, put: Callable[[str, bytes], object], prefix: str) -> int:
+    """Hand every file under ``root`` to ``put(prefix/relative/path, bytes)``; returns the count.
+
+    How a plate written to a local folder reaches an object store (metrics' ``.ome.zarr``):
+    files are sent in sorted order, metadata (``zarr.json``) of each group after its arrays'
+    chunks, so a reader that finds the root metadata finds everything it names.
+    """
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    files.sort(key=lambda p: (p.name == "zarr.json", -len(p.relative_to(root).parts)))
+    for path in files:
+        put(f"{prefix}/{path.relative_to(root).as_posix()}", path.read_bytes())
+    return len(files)

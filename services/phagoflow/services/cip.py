@@ -40,6 +40,7 @@ from phagoflow.settings import CellReadoutSettings
 __all__ = [
     "CipService",
     "CipSettings",
+    "channel_plane",
     "encode_mask",
     "field_image",
     "field_nuclei",
@@ -122,7 +123,7 @@ def field_image(
     for i, role in enumerate(ROLE_ORDER):
         if role.value not in event.channels:
             raise PermanentError(f"{key.name}: FieldAcquired has no {role.value} channel")
-        image[i] = _channel_plane(event.channels[role.value], store, (h, w))
+        image[i] = channel_plane(event.channels[role.value], store, (h, w))
     return key, image, float(event.pixel_size_um)
 
 
@@ -135,10 +136,10 @@ def field_nuclei(event: ev.FieldAcquired, store: ObjectStore) -> npt.NDArray[np.
     channel = event.channels.get(ChannelRole.NUCLEI.value)
     if channel is None:
         return None
-    return _channel_plane(channel, store, (int(event.size_y), int(event.size_x)))
+    return channel_plane(channel, store, (int(event.size_y), int(event.size_x)))
 
 
-def _channel_plane(
+def channel_plane(
     channel: ev.ChannelImage, store: ObjectStore, shape: tuple[int, int]
 ) -> npt.NDArray[np.float32]:
     """One channel's uint16 TIFF from the store, as float32 × its intensity factor."""

@@ -401,6 +401,7 @@ class IngestService(Service):
                     "key": c.object.key,
                     "sha256": c.object.sha256,
                     "intensity_factor": c.intensity_factor or 1.0,
+                    "name": c.channel_name,
                 }
                 for r, c in event.channels.items()
             },

@@ -98,6 +98,10 @@ class MetricsSettings(ServiceSettings):
     screening : ScreeningParameters
         Plate statistics of a plate with a map (``PHAGOFLOW_SCREENING__*``, the same variables
         as ``phagoflow run``).
+    metrics_ome_zarr : bool
+        Also write each complete plate as an OME-Zarr HCS plate,
+        ``reports/<plate>/<plate>.ome.zarr/`` (what ``phagoflow run --ome-zarr`` writes;
+        :mod:`phagoflow.services.plate_export`).
     """
 
     metrics_port: int = Field(default=8400, ge=0, le=65535)
@@ -105,6 +109,7 @@ class MetricsSettings(ServiceSettings):
     metrics_keep_plates: int = Field(default=50, ge=1)
     metrics_max_poll_records: int = Field(default=200, ge=1)
     screening: ScreeningParameters = ScreeningParameters()
+    metrics_ome_zarr: bool = False
 
     @property
     def http_port(self) -> int:
@@ -718,9 +723,43 @@ class MetricsService(Service):
                     ev.report_object_key(plate, path.name), path.read_bytes(), content_type=ctype
                 )
                 state.reports[path.name] = ref.key
+        if self.settings.metrics_ome_zarr:
+            self._ome_zarr(plate, wells, screen, methods)
         state.complete_at = datetime.now(UTC).isoformat()
         self.m_plates.inc()
         logger.info("plate %s complete: reports %s", plate, sorted(state.reports.values()))
+
+    def _ome_zarr(
+        self,
+        plate: str,
+        wells: Sequence[WellSummary],
+        screen: Screen | None,
+        methods: Sequence[str],
+    ) -> None:
+        """``reports/<plate>/<plate>.ome.zarr/``; a failure is logged, the reports stand."""
+        from phagoflow.services.plate_export import export_plate_ome_zarr
+
+        state = self.state.plates[plate]
+        versions = {
+            (r.counts.key, r.counts.method): r.model_version for r in state.results.values()
+        }
+        try:
+            manifest = self.store.get_json(str((state.ingest or {})["manifest"]))
+            if not isinstance(manifest, dict):
+                raise ValueError("ingest's manifest of the plate is missing")
+            key = export_plate_ome_zarr(
+                self.store,
+                plate,
+                manifest=manifest,
+                versions=versions,
+                wells=wells,
+                screen=screen,
+                methods=methods,
+            )
+        except Exception as exc:  # a plate's OME-Zarr is an extra: the counts are reported
+            logger.error("plate %s: OME-Zarr not written: %s: %s", plate, type(exc).__name__, exc)
+            return
+        state.reports[key.rsplit("/", 1)[-1]] = key
 
     def _screen(
         self,
