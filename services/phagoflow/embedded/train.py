@@ -69,10 +69,16 @@ from phagoflow.core.model_dir import (
     load_model_dir,
     save_model_dir,
 )
-from phagoflow.core.opera import RoleOverrides, read_plate
+from phagoflow.core.opera import PlateCatalogue, RoleOverrides, read_plate
 from phagoflow.core.opera.catalogue import FieldKey
 from phagoflow.core.segmenters import CipSegmenter
-from phagoflow.core.training import TrainingConfig, TrainingData, TrainingError, train_unet
+from phagoflow.core.training import (
+    TrainingConfig,
+    TrainingData,
+    TrainingError,
+    TrainingOutcome,
+    train_unet,
+)
 from phagoflow.core.unet import UNetConfig
 from phagoflow.embedded.weak_labels import iter_fields, load_masks_dir, read_mask
 
@@ -302,161 +308,144 @@ def train_model(
         raise TrainingError(f"--holdout must be in [0, 1), got {holdout}")
     out = Path(out)
     check_output_dir(out, overwrite=overwrite)
-
-    init_record: dict[str, Any] | None = None
-    init_state = None
-    if init is not None:
-        init_model, init_card = load_model_dir(Path(init))
-        cfg = _config_for_init(cfg, init_card, Path(init))
-        init_state = init_model.state_dict()
-        init_record = {
-            "model_dir": str(Path(init).resolve()),
-            "name": init_card.name,
-            "version": init_card.version,
-            "checksums": dict(init_card.checksums),
-        }
-
-    labels_source = "cip" if labels == "cip" else str(Path(labels).resolve())
-    if labels != "cip" and not Path(labels).is_dir():
-        raise ValueError(f"label folder {labels} does not exist (pass --labels cip or a folder)")
-    if truth is not None and not Path(truth).is_dir():
-        raise ValueError(f"truth folder {truth} does not exist")
+    cfg, init_state, init_record = _load_init(cfg, init)
+    _check_label_sources(labels, truth)
     cip = CipSegmenter(cip_params) if labels == "cip" else None
 
-    t0 = time.perf_counter()
-    images: list[NDArray[np.float32]] = []
-    masks: list[NDArray[np.uint8]] = []
-    names: list[str] = []
-    truth_masks: list[NDArray[np.uint8] | None] = []
-    seen: set[str] = set()
-    export_records: list[dict[str, Any]] = []
-    for export in exports:
-        cat = read_plate(export, channel_roles=channel_roles)
-        truth_paths = _truth_masks(Path(truth), cat.plate_id) if truth is not None else {}
-        n_before = len(names)
-        for lf in iter_fields(
-            [export],
-            labels=labels,
-            cip_params=cip_params,
-            cache_dir=cache_dir,
-            progress=progress,
-            channel_roles=channel_roles,
-        ):
-            name_ = f"{lf.plate_id}/{lf.name}"
-            if name_ in seen:
-                raise TrainingError(
-                    f"field {lf.name} of plate {lf.plate_id} appears twice: the same plate was "
-                    "given more than once"
-                )
-            images.append(lf.image)
-            masks.append(lf.label)
-            names.append(name_)
-            seen.add(name_)
-            if truth is not None:
-                tpath = truth_paths.get(lf.name)
-                h, w = lf.label.shape
-                truth_masks.append(None if tpath is None else read_mask(tpath, (int(h), int(w))))
-        export_records.append(
-            {
-                "path": str(Path(export).resolve()),
-                "index": str(cat.index_path),
-                "plate_id": cat.plate_id,
-                "format": cat.format_version,
-                "index_sha256": cat.index_sha256,
-                "fields": len(names) - n_before,
-                "fields_holdout": 0,
-                "fields_in_catalogue": len(cat.fields),
-            }
-        )
-    labels_time = time.perf_counter() - t0
-
-    if not names:
-        where = "CIP labels" if labels == "cip" else f"a mask in {labels} matching a field name"
-        raise TrainingError(
-            f"no training fields: no readable field with {where} in "
-            f"{', '.join(str(e) for e in exports)}"
-        )
-    held = select_holdout(names, holdout, cfg.seed)
-    if held:
-        held_set = set(held)
-        keep = [i for i, n in enumerate(names) if n not in held_set]
-        images = [images[i] for i in keep]
-        masks = [masks[i] for i in keep]
-        truth_masks = [truth_masks[i] for i in keep] if truth is not None else []
-        names = [names[i] for i in keep]
-        for rec in export_records:
-            n_held = sum(h.startswith(f"{rec['plate_id']}/") for h in held)
-            rec["fields"] -= n_held
-            rec["fields_holdout"] = n_held
-        logger.info(
-            "holding out %d of %d labelled field(s) from training and validation (--holdout "
-            "%g, seed %d): %s",
-            len(held),
-            len(held) + len(names),
-            holdout,
-            cfg.seed,
-            ", ".join(held),
-        )
-    if not any(bool(np.isin(m, (1, 2)).any()) for m in masks):
-        source = "CIP found" if labels == "cip" else f"the masks in {labels} hold"
-        raise TrainingError(f"{source} no objects at all in {len(names)} fields — nothing to learn")
-    truth_list: list[NDArray[np.uint8]] | None = None
-    if truth is not None:
-        missing_truth = [n for n, t in zip(names, truth_masks, strict=True) if t is None]
-        if missing_truth:
-            logger.warning(
-                "no truth mask in %s for %d of %d fields (e.g. %s); validation against the "
-                "truth is off",
-                truth,
-                len(missing_truth),
-                len(names),
-                missing_truth[0],
-            )
-        else:
-            truth_list = [t for t in truth_masks if t is not None]
+    data, held = _training_fields(
+        exports,
+        labels=labels,
+        truth=truth,
+        holdout=holdout,
+        seed=cfg.seed,
+        cip_params=cip_params,
+        cache_dir=cache_dir,
+        progress=progress,
+        channel_roles=channel_roles,
+    )
+    truth_list = _complete_truth(data, truth)
+    labels_source = "cip" if labels == "cip" else str(Path(labels).resolve())
     logger.info(
         "training on %d fields of %d plate(s) (labels: %s; %.1f s to read and label)",
-        len(names),
-        len(export_records),
+        len(data.names),
+        len(data.exports),
         labels_source,
-        labels_time,
+        data.seconds,
     )
-
-    def _log_epoch(rec: dict[str, Any]) -> None:
-        parts = [f"epoch {rec['epoch']}", f"loss {rec['train_loss']:.4f}"]
-        if rec["val_loss"] is not None:
-            parts.append(f"val loss {rec['val_loss']:.4f}")
-        if rec["val_miou_weak"] is not None:
-            parts.append(f"val mIoU (labels) {rec['val_miou_weak']:.3f}")
-        if rec["val_miou_truth"] is not None:
-            parts.append(f"val mIoU (truth) {rec['val_miou_truth']:.3f}")
-        parts.append(f"{rec['patches_per_s']:.1f} patches/s")
-        logger.info(", ".join(parts))
-
     outcome = train_unet(
-        TrainingData(images=images, labels=masks, names=names, truth=truth_list),
+        TrainingData(images=data.images, labels=data.masks, names=data.names, truth=truth_list),
         cfg,
         progress=progress,
         log=_log_epoch,
         init_state=init_state,
     )
-    digest = hashlib.sha256(json.dumps(outcome.data_checksums, sort_keys=True).encode()).hexdigest()
+    extra = _card_extra(
+        outcome,
+        data,
+        held,
+        labels_source=labels_source,
+        cip=cip,
+        holdout=holdout,
+        truth=truth,
+        truth_used=truth_list is not None,
+        init_record=init_record,
+    )
+    card = _write_model(out, outcome, extra, name=name, overwrite=overwrite)
+    return TrainResult(
+        model_dir=out,
+        card=card,
+        n_fields=len(data.names),
+        best_epoch=outcome.best_epoch,
+        training_time_s=outcome.training_time_s,
+        labels_time_s=data.seconds,
+        holdout=held,
+    )
+
+
+def _training_fields(
+    exports: Sequence[Path],
+    *,
+    labels: str | Path,
+    truth: Path | None,
+    holdout: float,
+    seed: int,
+    cip_params: CipParameters | None,
+    cache_dir: Path | None,
+    progress: bool,
+    channel_roles: RoleOverrides | None,
+) -> tuple[_Fields, list[str]]:
+    """The fields to train and validate on, and the held-out ones (:func:`select_holdout`)."""
+    data = _read_exports(
+        exports,
+        labels=labels,
+        truth=truth,
+        cip_params=cip_params,
+        cache_dir=cache_dir,
+        progress=progress,
+        channel_roles=channel_roles,
+    )
+    if not data.names:
+        where = "CIP labels" if labels == "cip" else f"a mask in {labels} matching a field name"
+        raise TrainingError(
+            f"no training fields: no readable field with {where} in "
+            f"{', '.join(str(e) for e in exports)}"
+        )
+    held = select_holdout(data.names, holdout, seed)
+    if held:
+        data.drop(held)
+        logger.info(
+            "holding out %d of %d labelled field(s) from training and validation (--holdout "
+            "%g, seed %d): %s",
+            len(held),
+            len(held) + len(data.names),
+            holdout,
+            seed,
+            ", ".join(held),
+        )
+    if not any(bool(np.isin(m, (1, 2)).any()) for m in data.masks):
+        source = "CIP found" if labels == "cip" else f"the masks in {labels} hold"
+        raise TrainingError(
+            f"{source} no objects at all in {len(data.names)} fields — nothing to learn"
+        )
+    return data, held
+
+
+def _card_extra(
+    outcome: TrainingOutcome,
+    data: _Fields,
+    held: list[str],
+    *,
+    labels_source: str,
+    cip: CipSegmenter | None,
+    holdout: float,
+    truth: Path | None,
+    truth_used: bool,
+    init_record: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The card's ``training`` section: the outcome's record plus ``split.holdout`` and ``data``."""
     extra = outcome.card_extra()
     extra["split"]["holdout"] = held
     extra["data"] = {
         "labels": labels_source,
         "cip_parameters": cip.params.model_dump(mode="json") if cip is not None else None,
         "cip_fingerprint": cip.fingerprint if cip is not None else None,
-        "exports": export_records,
-        "n_fields": len(names),
+        "exports": data.exports,
+        "n_fields": len(data.names),
         "holdout_fraction": holdout,
         "n_holdout": len(held),
-        "fields_digest": digest,
+        "fields_digest": _fields_digest(outcome.data_checksums),
         "truth": str(Path(truth).resolve()) if truth is not None else None,
-        "truth_used": truth_list is not None,
+        "truth_used": truth_used,
         "init": init_record,
-        "labels_time_s": round(labels_time, 3),
+        "labels_time_s": round(data.seconds, 3),
     }
+    return extra
+
+
+def _write_model(
+    out: Path, outcome: TrainingOutcome, extra: dict[str, Any], *, name: str, overwrite: bool
+) -> ModelCard:
+    """Write the model folder and log what was written."""
     card = save_model_dir(
         out,
         outcome.model,
@@ -474,12 +463,149 @@ def train_model(
         outcome.best_epoch,
         outcome.training_time_s,
     )
-    return TrainResult(
-        model_dir=out,
-        card=card,
-        n_fields=len(names),
-        best_epoch=outcome.best_epoch,
-        training_time_s=outcome.training_time_s,
-        labels_time_s=labels_time,
-        holdout=held,
-    )
+    return card
+
+
+@dataclass
+class _Fields:
+    """The labelled fields read from the exports (parallel lists) and one record per export."""
+
+    images: list[NDArray[np.float32]] = field(default_factory=list)
+    masks: list[NDArray[np.uint8]] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
+    truth: list[NDArray[np.uint8] | None] = field(default_factory=list)
+    exports: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def drop(self, held: Sequence[str]) -> None:
+        """Remove the ``held`` fields and count them per export as ``fields_holdout``."""
+        held_set = set(held)
+        keep = [i for i, n in enumerate(self.names) if n not in held_set]
+        self.images = [self.images[i] for i in keep]
+        self.masks = [self.masks[i] for i in keep]
+        self.truth = [self.truth[i] for i in keep] if self.truth else []
+        self.names = [self.names[i] for i in keep]
+        for rec in self.exports:
+            n_held = sum(h.startswith(f"{rec['plate_id']}/") for h in held)
+            rec["fields"] -= n_held
+            rec["fields_holdout"] = n_held
+
+
+def _load_init(
+    cfg: TrainingConfig, init: Path | None
+) -> tuple[TrainingConfig, dict[str, Any] | None, dict[str, Any] | None]:
+    """The config adapted to the model fine-tuned from, its weights and its card record."""
+    if init is None:
+        return cfg, None, None
+    init_model, init_card = load_model_dir(Path(init))
+    cfg = _config_for_init(cfg, init_card, Path(init))
+    record = {
+        "model_dir": str(Path(init).resolve()),
+        "name": init_card.name,
+        "version": init_card.version,
+        "checksums": dict(init_card.checksums),
+    }
+    return cfg, init_model.state_dict(), record
+
+
+def _check_label_sources(labels: str | Path, truth: Path | None) -> None:
+    """Refuse a label or truth folder that does not exist (before any field is read)."""
+    if labels != "cip" and not Path(labels).is_dir():
+        raise ValueError(f"label folder {labels} does not exist (pass --labels cip or a folder)")
+    if truth is not None and not Path(truth).is_dir():
+        raise ValueError(f"truth folder {truth} does not exist")
+
+
+def _read_exports(
+    exports: Sequence[Path],
+    *,
+    labels: str | Path,
+    truth: Path | None,
+    cip_params: CipParameters | None,
+    cache_dir: Path | None,
+    progress: bool,
+    channel_roles: RoleOverrides | None,
+) -> _Fields:
+    """Every labelled field of ``exports`` (with its truth mask when ``truth`` is given)."""
+    t0 = time.perf_counter()
+    data = _Fields()
+    seen: set[str] = set()
+    for export in exports:
+        cat = read_plate(export, channel_roles=channel_roles)
+        truth_paths = _truth_masks(Path(truth), cat.plate_id) if truth is not None else {}
+        n_before = len(data.names)
+        for lf in iter_fields(
+            [export],
+            labels=labels,
+            cip_params=cip_params,
+            cache_dir=cache_dir,
+            progress=progress,
+            channel_roles=channel_roles,
+        ):
+            name_ = f"{lf.plate_id}/{lf.name}"
+            if name_ in seen:
+                raise TrainingError(
+                    f"field {lf.name} of plate {lf.plate_id} appears twice: the same plate was "
+                    "given more than once"
+                )
+            data.images.append(lf.image)
+            data.masks.append(lf.label)
+            data.names.append(name_)
+            seen.add(name_)
+            if truth is not None:
+                tpath = truth_paths.get(lf.name)
+                h, w = lf.label.shape
+                data.truth.append(None if tpath is None else read_mask(tpath, (int(h), int(w))))
+        data.exports.append(_export_record(export, cat, len(data.names) - n_before))
+    data.seconds = time.perf_counter() - t0
+    return data
+
+
+def _export_record(export: Path, cat: PlateCatalogue, n_fields: int) -> dict[str, Any]:
+    """The card's record of one export (``training.data.exports``)."""
+    return {
+        "path": str(Path(export).resolve()),
+        "index": str(cat.index_path),
+        "plate_id": cat.plate_id,
+        "format": cat.format_version,
+        "index_sha256": cat.index_sha256,
+        "fields": n_fields,
+        "fields_holdout": 0,
+        "fields_in_catalogue": len(cat.fields),
+    }
+
+
+def _complete_truth(data: _Fields, truth: Path | None) -> list[NDArray[np.uint8]] | None:
+    """The truth masks of every field, or ``None`` (warning) when some field has none."""
+    if truth is None:
+        return None
+    missing = [n for n, t in zip(data.names, data.truth, strict=True) if t is None]
+    if missing:
+        logger.warning(
+            "no truth mask in %s for %d of %d fields (e.g. %s); validation against the "
+            "truth is off",
+            truth,
+            len(missing),
+            len(data.names),
+            missing[0],
+        )
+        return None
+    return [t for t in data.truth if t is not None]
+
+
+def _log_epoch(rec: dict[str, Any]) -> None:
+    """One log line per epoch: losses, validation mean IoU, speed."""
+    parts = [f"epoch {rec['epoch']}", f"loss {rec['train_loss']:.4f}"]
+    if rec["val_loss"] is not None:
+        parts.append(f"val loss {rec['val_loss']:.4f}")
+    if rec["val_miou_weak"] is not None:
+        parts.append(f"val mIoU (labels) {rec['val_miou_weak']:.3f}")
+    if rec["val_miou_truth"] is not None:
+        parts.append(f"val mIoU (truth) {rec['val_miou_truth']:.3f}")
+    parts.append(f"{rec['patches_per_s']:.1f} patches/s")
+    logger.info(", ".join(parts))
+
+
+def _fields_digest(data_checksums: dict[str, Any]) -> str:
+    """sha256 of the per-field checksums as sorted-key JSON (the card's ``fields_digest``)."""
+    return hashlib.sha256(json.dumps(data_checksums, sort_keys=True).encode()).hexdigest()
