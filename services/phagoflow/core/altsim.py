@@ -52,6 +52,8 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scipy import ndimage as ndi
 
+from phagoflow.core.classes import ObjectClass
+
 __all__ = ["AltField", "AltSimParameters", "render_field"]
 
 _F64 = npt.NDArray[np.float64]
@@ -254,8 +256,8 @@ def render_field(
         image=image,
         truth=truth,
         instances=owner.astype(np.int32),
-        phagophores=int(np.count_nonzero(inside & (ves.cls == 1))),
-        autolysosomes=int(np.count_nonzero(inside & (ves.cls == 2))),
+        phagophores=int(np.count_nonzero(inside & (ves.cls == ObjectClass.PHAGOPHORE))),
+        autolysosomes=int(np.count_nonzero(inside & (ves.cls == ObjectClass.AUTOLYSOSOME))),
     )
 
 
@@ -377,8 +379,12 @@ def _counts_per_cell(
 def _shapes(p: AltSimParameters, gen: np.random.Generator, cls: npt.NDArray[np.uint8]) -> _F64:
     """``(3, N)``: semi-major and semi-minor axes (px) and orientation (rad) per vesicle."""
     n = cls.size
-    lo = np.where(cls == 1, p.phagophore_diameter_um[0], p.autolysosome_diameter_um[0])
-    hi = np.where(cls == 1, p.phagophore_diameter_um[1], p.autolysosome_diameter_um[1])
+    lo = np.where(
+        cls == ObjectClass.PHAGOPHORE, p.phagophore_diameter_um[0], p.autolysosome_diameter_um[0]
+    )
+    hi = np.where(
+        cls == ObjectClass.PHAGOPHORE, p.phagophore_diameter_um[1], p.autolysosome_diameter_um[1]
+    )
     d_px = gen.uniform(lo, hi) / p.pixel_size_um
     aspect = gen.uniform(*p.aspect_ratio, n)
     long = gen.random(n) < p.elongated_fraction
@@ -464,7 +470,7 @@ def _profiles(
     q2 = u * u + w * w
     depth = 2.0 * v.b[:, None, None, None, None] * p.pixel_size_um  # z semi-axis = minor axis
     path = np.sqrt(np.clip(1.0 - q2, 0.0, None))
-    shell = (v.cls == 2) & (gen.random(v.y.size) < p.shell_fraction)
+    shell = (v.cls == ObjectClass.AUTOLYSOSOME) & (gen.random(v.y.size) < p.shell_fraction)
     inner = np.sqrt(np.clip(1.0 - q2 / 0.36, 0.0, None)) * 0.6
     path = np.where(shell[:, None, None, None, None], path - inner, path) * depth
     centre = q2[..., _SUB // 2, _SUB // 2] <= 1.0
@@ -509,10 +515,16 @@ def _rasterise(
     v_keep, path, inside = v.take(keep), path[keep], inside[keep]
     flat = flat[keep]
     thick = p.cell_thickness_um
-    enrich = np.where(v_keep.cls == 1, p.phagophore_enrichment, p.autolysosome_enrichment)
+    enrich = np.where(
+        v_keep.cls == ObjectClass.PHAGOPHORE, p.phagophore_enrichment, p.autolysosome_enrichment
+    )
     enrich = enrich * np.exp(gen.normal(0.0, p.enrichment_sigma, v_keep.y.size))
-    lo = np.where(v_keep.cls == 1, p.phagophore_green[0], p.autolysosome_green[0])
-    hi = np.where(v_keep.cls == 1, p.phagophore_green[1], p.autolysosome_green[1])
+    lo = np.where(
+        v_keep.cls == ObjectClass.PHAGOPHORE, p.phagophore_green[0], p.autolysosome_green[0]
+    )
+    hi = np.where(
+        v_keep.cls == ObjectClass.PHAGOPHORE, p.phagophore_green[1], p.autolysosome_green[1]
+    )
     green = gen.uniform(lo, hi) / max(p.cytosol_green_ratio, 1e-6)
     occ = path / thick
     size = shape[0] * shape[1]

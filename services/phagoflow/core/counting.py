@@ -35,6 +35,7 @@ import numpy.typing as npt
 from scipy import ndimage as ndi
 
 from phagoflow.core.cells import FieldCells, per_area, per_cell
+from phagoflow.core.classes import OBJECT_CLASS_NAMES, ObjectClass
 from phagoflow.core.opera.catalogue import FieldKey
 
 __all__ = [
@@ -56,8 +57,9 @@ __all__ = [
     "readout_label",
 ]
 
-#: Mask value → class name. Value 0 is background and never an object.
-CLASS_NAMES: dict[int, str] = {1: "phagophore", 2: "autolysosome"}
+#: Mask value → class name (from :mod:`phagoflow.core.classes`). Value 0 is background and never
+#: an object. Kept under this name for the modules that import it from here.
+CLASS_NAMES = OBJECT_CLASS_NAMES
 
 #: 8-connectivity structuring element used to split a class mask into objects.
 _EIGHT = np.ones((3, 3), dtype=bool)
@@ -147,7 +149,7 @@ def _instance_labels(mask: npt.NDArray[Any]) -> npt.NDArray[np.int32]:
     """Per-class 8-connected components, numbered class 1 first, then class 2."""
     out = np.zeros(mask.shape, dtype=np.int32)
     offset = 0
-    for value in CLASS_NAMES:
+    for value in OBJECT_CLASS_NAMES:
         lab, n = ndi.label(mask == value, structure=_EIGHT)
         if n:
             out[lab > 0] = lab[lab > 0] + offset
@@ -229,7 +231,7 @@ def measure_objects(
         records.append(
             ObjectRecord(
                 object=number,
-                class_=CLASS_NAMES[int(cls[i])],
+                class_=OBJECT_CLASS_NAMES[int(cls[i])],
                 area_um2=float(counts[i]) * px_area,
                 mean_dsred=r,
                 mean_phluorin=g,
@@ -340,8 +342,8 @@ def count_field(
     ValueError
         If an object has an unknown class name.
     """
-    n = {name: 0 for name in CLASS_NAMES.values()}
-    area = {name: 0.0 for name in CLASS_NAMES.values()}
+    n = {name: 0 for name in OBJECT_CLASS_NAMES.values()}
+    area = {name: 0.0 for name in OBJECT_CLASS_NAMES.values()}
     for obj in objects:
         if obj.class_ not in n:
             raise ValueError(f"object {obj.object} has unknown class {obj.class_!r}")
@@ -351,10 +353,10 @@ def count_field(
         plate=plate,
         key=key,
         method=method,
-        phagophores=n["phagophore"],
-        autolysosomes=n["autolysosome"],
-        phagophore_area_um2=area["phagophore"],
-        autolysosome_area_um2=area["autolysosome"],
+        phagophores=n[ObjectClass.PHAGOPHORE.label],
+        autolysosomes=n[ObjectClass.AUTOLYSOSOME.label],
+        phagophore_area_um2=area[ObjectClass.PHAGOPHORE.label],
+        autolysosome_area_um2=area[ObjectClass.AUTOLYSOSOME.label],
         cells=cells,
     )
 

@@ -34,12 +34,12 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from phagoflow.core.classes import CLASS_NAMES
 from phagoflow.core.normalisation import NormalisationConfig
 from phagoflow.core.unet import UNet, UNetConfig
 
 __all__ = [
     "CARD_FILE",
-    "CLASS_NAMES",
     "ONNX_FILE",
     "ONNX_INPUT",
     "ONNX_OPSET",
@@ -62,8 +62,6 @@ CARD_FILE = "card.json"
 ONNX_INPUT = "input"
 ONNX_OUTPUT = "logits"
 ONNX_OPSET = 17
-#: Mask values and their meaning.
-CLASS_NAMES: dict[int, str] = {0: "background", 1: "phagophore", 2: "autolysosome"}
 _CARD_FORMAT = 1
 
 
@@ -121,7 +119,7 @@ class ModelCard(BaseModel):
     created: str
     architecture: UNetConfig
     normalisation: NormalisationConfig
-    classes: dict[int, str] = Field(default_factory=lambda: dict(CLASS_NAMES))
+    classes: dict[int, str] = Field(default_factory=lambda: dict(enumerate(CLASS_NAMES)))
     checksums: dict[str, str]
     onnx: OnnxInfo = Field(default_factory=OnnxInfo)
     software: dict[str, str] = Field(default_factory=dict)

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from phagoflow.core.classes import OBJECT_CLASS_NAMES, OBJECT_CLASSES
 from phagoflow.core.wells import row_letter, well_name
 
 if TYPE_CHECKING:
@@ -48,12 +49,11 @@ __all__ = [
     "default_channel_colour",
 ]
 
-#: Label value → class name of the CIP/CDL masks.
-LABEL_CLASSES: dict[int, str] = {1: "phagophore", 2: "autolysosome"}
-#: Label value → RGBA colour (phagophores yellow, autolysosomes magenta).
+#: Label value → class name of the CIP/CDL masks (from :mod:`phagoflow.core.classes`).
+LABEL_CLASSES = OBJECT_CLASS_NAMES
+#: Label value → RGBA colour of the OME-Zarr labels (phagophores yellow, autolysosomes magenta).
 LABEL_COLOURS: dict[int, tuple[int, int, int, int]] = {
-    1: (255, 215, 0, 255),
-    2: (255, 0, 255, 255),
+    int(c): c.style.label_rgba for c in OBJECT_CLASSES
 }
 _NGFF_VERSION = "0.5"
 _TABLE_TYPE = "phagoflow_well_table"

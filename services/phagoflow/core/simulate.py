@@ -75,6 +75,8 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scipy import ndimage as ndi
 
+from phagoflow.core.classes import OBJECT_CLASSES, ObjectClass
+
 if TYPE_CHECKING:  # the plate writer is imported lazily: rendering needs no Opera code
     from phagoflow.core.opera.catalogue import FieldKey
     from phagoflow.core.platemap import PlateMapEntry
@@ -540,8 +542,8 @@ def simulate_field(
     return SimulatedField(
         image=image,
         truth=truth,
-        phagophores=int(np.count_nonzero(cls == 1)),
-        autolysosomes=int(np.count_nonzero(cls == 2)),
+        phagophores=int(np.count_nonzero(cls == ObjectClass.PHAGOPHORE)),
+        autolysosomes=int(np.count_nonzero(cls == ObjectClass.AUTOLYSOSOME)),
         instances=inst.astype(np.int32),
         cells=cells.astype(np.int32),
         nuclei=nuclei,
@@ -780,13 +782,19 @@ def _place_vesicles(
         rate = gen.uniform(*rate_range, n_cells + 1) * rel_area * well_level * factor
         rate[n_cand == 0] = 0.0
         counts.append(gen.poisson(rate))
-    cls = np.concatenate([np.full(int(c.sum()), k + 1, np.uint8) for k, c in enumerate(counts)])
+    cls = np.concatenate(
+        [np.full(int(c.sum()), k, np.uint8) for k, c in zip(OBJECT_CLASSES, counts, strict=True)]
+    )
     cell = np.concatenate([np.repeat(np.arange(n_cells + 1), c) for c in counts])
     n = cls.size
     if n == 0:
         return empty
-    dmin = np.where(cls == 1, p.phagophore_diameter_um[0], p.autolysosome_diameter_um[0])
-    dmax = np.where(cls == 1, p.phagophore_diameter_um[1], p.autolysosome_diameter_um[1])
+    dmin = np.where(
+        cls == ObjectClass.PHAGOPHORE, p.phagophore_diameter_um[0], p.autolysosome_diameter_um[0]
+    )
+    dmax = np.where(
+        cls == ObjectClass.PHAGOPHORE, p.phagophore_diameter_um[1], p.autolysosome_diameter_um[1]
+    )
     r = gen.uniform(dmin, dmax) / p.pixel_size_um / 2
     clustered = gen.random(n) < p.cluster_fraction
     y = np.full(n, np.nan)
@@ -904,17 +912,17 @@ def _render_vesicles(
         unit_peak = np.maximum((sphere * psf).sum(axis=(1, 2)), 1e-9)
     else:  # (almost) no blur: the peak is the brightest rendered pixel
         unit_peak = np.maximum(sphere.max(axis=(1, 2)), 1e-9)
-    median = np.where(v.cls == 1, p.phagophore_peak, p.autolysosome_peak)
+    median = np.where(v.cls == ObjectClass.PHAGOPHORE, p.phagophore_peak, p.autolysosome_peak)
     peak = median * expression[v.cell] * np.exp(gen.normal(0.0, p.peak_sigma, n))
-    lo = np.where(v.cls == 1, p.phagophore_ratio[0], p.autolysosome_ratio[0])
-    hi = np.where(v.cls == 1, p.phagophore_ratio[1], p.autolysosome_ratio[1])
+    lo = np.where(v.cls == ObjectClass.PHAGOPHORE, p.phagophore_ratio[0], p.autolysosome_ratio[0])
+    hi = np.where(v.cls == ObjectClass.PHAGOPHORE, p.phagophore_ratio[1], p.autolysosome_ratio[1])
     ratio = gen.uniform(lo, hi)
     amp = peak / unit_peak
     flat = (rows * shape[1] + cols)[inside]
     size = shape[0] * shape[1]
     red = np.bincount(flat, (sphere * amp[:, None, None])[inside], size)
     green = np.bincount(flat, (sphere * (amp * ratio)[:, None, None])[inside], size)
-    auto = np.broadcast_to((v.cls == 2)[:, None, None], sphere.shape)
+    auto = np.broadcast_to((v.cls == ObjectClass.AUTOLYSOSOME)[:, None, None], sphere.shape)
     occ = np.bincount(flat, np.where(auto, sphere, 0.0)[inside], size)
     return (
         red.reshape(shape).astype(np.float64),

@@ -26,7 +26,8 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage as ndi
 
-from phagoflow.core.counting import CLASS_NAMES, ObjectRecord
+from phagoflow.core.classes import OBJECT_CLASS_NAMES, ObjectClass
+from phagoflow.core.counting import ObjectRecord
 from phagoflow.core.opera.catalogue import FieldKey
 from phagoflow.core.wells import well_name
 from phagoflow.embedded.masks import mask_path, read_mask
@@ -151,8 +152,8 @@ def _disagreement_reason(
     """Why two masks' votes for one object make it doubtful, in words, and the kind of doubt
     (:attr:`Doubt.kind`)."""
     na, nb = names
-    cls_a = CLASS_NAMES[1 + int(va[1] > va[0])] if sum(va) else ""
-    cls_b = CLASS_NAMES[1 + int(vb[1] > vb[0])] if sum(vb) else ""
+    cls_a = _vote_winner(va)
+    cls_b = _vote_winner(vb)
     size = f"{area_um2:.2g} µm²"
     if not cls_a:
         return f"{nb} found {_a(cls_b)} ({size}) that {na} did not", "only B"
@@ -162,6 +163,15 @@ def _disagreement_reason(
         return f"{na} calls it {_a(cls_a)}, {nb} {_a(cls_b)} ({size})", "class"
     why = f"both find {_a(cls_a)}, but their outlines differ on {fraction:.0%} of its {size}"
     return why, "outline"
+
+
+def _vote_winner(votes: tuple[float, float]) -> str:
+    """Class name of the larger of ``(phagophore, autolysosome)`` votes (ties: phagophore), or
+    ``""`` when there is no vote."""
+    if not sum(votes):
+        return ""
+    winner = ObjectClass.AUTOLYSOSOME if votes[1] > votes[0] else ObjectClass.PHAGOPHORE
+    return winner.label
 
 
 def _a(noun: str) -> str:
@@ -195,7 +205,7 @@ def class_boundary(objects: Sequence[ObjectRecord]) -> float | None:
     """Geometric mean of the median green/red ratios of the plate's two classes, or ``None``
     when either class has no object with a ratio."""
     medians = []
-    for name in CLASS_NAMES.values():
+    for name in OBJECT_CLASS_NAMES.values():
         ratios = [o.green_red_ratio for o in objects if o.class_ == name]
         ratios = [r for r in ratios if math.isfinite(r) and r > 0]
         if not ratios:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
+from phagoflow.core.classes import OBJECT_CLASSES
 from phagoflow.core.counting import READOUTS, WellSummary, readout_label
 from phagoflow.core.opera import PlateCatalogue, load_field
 from phagoflow.core.opera.catalogue import FieldKey
@@ -32,7 +33,6 @@ from phagoflow.core.wells import to_display, well_name
 from phagoflow.embedded.crops import CROP_PX, Doubt, pick_doubts
 from phagoflow.embedded.masks import mask_path, read_mask
 from phagoflow.reporting.figures import (
-    CLASS_COLOUR_NAMES,
     MARK_ALL_FAILED,
     MARK_NONE,
     MARK_SOME_FAILED,
@@ -60,8 +60,9 @@ __all__ = [
 #: A heat-map panel (kept under its old name; see :class:`~phagoflow.reporting.figures.PlatePanel`).
 HeatmapPanel = PlatePanel
 
-#: Colour map per readout family: phagophores blue, autolysosomes red, the ratio purple.
-_CMAPS = {"phagophores": "Blues", "autolysosomes": "Reds", "autolysosome": "Purples"}
+#: Colour map per readout family: each class's own (phagophores blue, autolysosomes red), the
+#: autolysosome/phagophore ratio purple.
+_CMAPS = {c.plural: c.style.heatmap_cmap for c in OBJECT_CLASSES} | {"autolysosome": "Purples"}
 _DISAGREEMENT_UNIT = "|CIP − CDL| / mean (0 to 2)"
 #: Display pixels per field pixel in the crops.
 _ZOOM = 4
@@ -523,10 +524,7 @@ def _crops_section(result: RunResult, n: int) -> str:
         if two
         else "whose green/red ratio lies nearest this plate's boundary between the two classes"
     )
-    legend = ", ".join(
-        f"{name} outlined {CLASS_COLOUR_NAMES[c]}"
-        for c, name in ((1, "phagophores"), (2, "autolysosomes"))
-    )
+    legend = ", ".join(f"{c.plural} outlined {c.style.outline_colour_name}" for c in OBJECT_CLASSES)
     intro = (
         f"<h2>Doubtful objects, at full resolution</h2><p>The objects {how}: "
         f"{CROP_PX} × {CROP_PX} px around each, every field pixel drawn as {_ZOOM} × {_ZOOM} "

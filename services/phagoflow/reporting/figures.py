@@ -23,6 +23,7 @@ from numpy.typing import NDArray
 from scipy import ndimage as ndi
 from skimage.segmentation import find_boundaries
 
+from phagoflow.core.classes import OBJECT_CLASSES, OUTLINE_COLOUR_NAMES, OUTLINE_COLOURS
 from phagoflow.core.wells import row_letter
 
 __all__ = [
@@ -42,15 +43,12 @@ __all__ = [
     "scale_bar_um",
 ]
 
-#: Outline colours per class (RGB 0–1), chosen to stand out on the red/green composite (red
-#: DsRed, green pHluorin, yellow where both): phagophores light blue, autolysosomes white. In
-#: crops each outline also gets a black edge, so it reads on bright and dark pixels alike.
-CLASS_COLOURS: Mapping[int, tuple[float, float, float]] = {
-    1: (0.25, 0.6, 1.0),
-    2: (1.0, 1.0, 1.0),
-}
+#: Outline colours per class (RGB 0–1; :data:`phagoflow.core.classes.OUTLINE_COLOURS`), chosen to
+#: stand out on the red/green composite: phagophores light blue, autolysosomes white. In crops each
+#: outline also gets a black edge, so it reads on bright and dark pixels alike.
+CLASS_COLOURS: Mapping[int, tuple[float, float, float]] = OUTLINE_COLOURS
 #: The same colours in words, for legends.
-CLASS_COLOUR_NAMES: Mapping[int, str] = {1: "blue", 2: "white"}
+CLASS_COLOUR_NAMES: Mapping[int, str] = OUTLINE_COLOUR_NAMES
 
 
 #: Heat-map well marks (``marks`` of :func:`plot_plate_heatmaps`): nothing to flag.
@@ -235,9 +233,7 @@ def save_overlay_png(
     Returns the PNG bytes and writes them to ``path`` when given.
     """
     rgb = composite_rgb(image)
-    legend = ", ".join(
-        f"{name} {CLASS_COLOUR_NAMES[c]}" for c, name in ((1, "phagophore"), (2, "autolysosome"))
-    )
+    legend = ", ".join(f"{c.label} {c.style.outline_colour_name}" for c in OBJECT_CLASSES)
     panels = [("DsRed (red) + pHluorin (green)", rgb)]
     panels += [(f"{name}: {legend}", overlay_mask(rgb, m)) for name, m in masks.items()]
     h, w = rgb.shape[:2]

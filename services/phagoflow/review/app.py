@@ -9,7 +9,7 @@ Every ``/api/`` endpoint needs ``Authorization: Bearer <token>`` (reads too: the
 and images are the lab's data); only the page, its static files and the probes are open.
 Endpoints (all JSON unless noted; ``W`` = write)::
 
-    GET  /                                         the single-page app (static/index.html)
+    GET  /                                         the page (static/index.html + the classes)
     GET  /api/plate                                plate, wells (counts, disagreement), progress
     GET  /api/progress                             fields curated / total, per well, correction time
     GET  /api/wells/{well}/fields                  fields of a well, most disagreement first
@@ -36,6 +36,7 @@ catalogue, the run's methods, stored session ids); a request string never become
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import math
 import re
@@ -49,12 +50,13 @@ from typing import Annotated, Any
 import numpy as np
 import numpy.typing as npt
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.middleware.gzip import GZipMiddleware
 
 from phagoflow import __version__
+from phagoflow.core.classes import class_table
 from phagoflow.core.opera.catalogue import FieldKey
 from phagoflow.core.wells import well_name
 from phagoflow.review import rating as rating_mod
@@ -177,6 +179,17 @@ def _identify(tokens: _Tokens, header: str) -> Identity:
     raise HTTPException(401, "invalid token", headers={"WWW-Authenticate": "Bearer"})
 
 
+def index_html(template: Path) -> str:
+    """The app's page: ``template`` with the mask classes (names, colours) filled in.
+
+    The classes (:func:`phagoflow.core.classes.class_table`) go into the page's
+    ``phagoflow-classes`` JSON script, so the JavaScript holds no copy of them; they are no plate
+    data, so the page stays open like its static files.
+    """
+    classes = json.dumps(class_table(), separators=(",", ":")).replace("</", "<\\/")
+    return template.read_text(encoding="utf-8").replace("{{ classes }}", classes)
+
+
 def authenticate(request: Request) -> Identity:
     """FastAPI dependency: check ``Authorization: Bearer <token>``; 401 otherwise."""
     return _identify(request.app.state.tokens, request.headers.get("authorization", ""))
@@ -293,9 +306,11 @@ def create_app(results: ReviewResults, settings: ReviewSettings) -> FastAPI:
     static_dir = Path(str(resources.files("phagoflow.review") / "static"))
     app.mount("/static", StaticFiles(directory=static_dir), name="static")
 
+    page = index_html(static_dir / "index.html")
+
     @app.get("/", include_in_schema=False)
-    def index() -> FileResponse:
-        return FileResponse(static_dir / "index.html", headers={"Cache-Control": "no-store"})
+    def index() -> HTMLResponse:
+        return HTMLResponse(page, headers={"Cache-Control": "no-store"})
 
     # ------------------------------------------------------------------ plate and wells
     def progress(*, correction: bool = True) -> dict[str, Any]:

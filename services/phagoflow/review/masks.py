@@ -26,6 +26,7 @@ import numpy.typing as npt
 import tifffile
 
 from phagoflow import __version__
+from phagoflow.core.classes import ObjectClass
 
 __all__ = [
     "MASK_MEDIA_TYPES",
@@ -39,7 +40,7 @@ __all__ = [
 #: Accepted ``Content-Type`` values of a mask upload.
 MASK_MEDIA_TYPES = ("application/x-npy", "image/tiff")
 
-_MAX_LABEL = 2
+_MAX_LABEL = max(ObjectClass)
 
 
 class UploadError(ValueError):
@@ -104,7 +105,7 @@ def decode_mask(
         raise UploadError(
             422,
             f"mask holds label {top} ({bad} pixel(s) above {_MAX_LABEL}); allowed labels are "
-            "0 background, 1 phagophore, 2 autolysosome",
+            + ", ".join(f"{int(c)} {c.label}" for c in ObjectClass),
         )
     return np.ascontiguousarray(array)
 
@@ -212,7 +213,7 @@ def curated_provenance(
         ``edit_operations``, ``mask_sha256``, ``pixels_per_class``, ``phagoflow_version``,
         ``history``.
     """
-    counts = np.bincount(mask.ravel(), minlength=3)
+    counts = np.bincount(mask.ravel(), minlength=len(ObjectClass))
     history: list[dict[str, Any]] = []
     if previous:
         history = list(previous.get("history", []))
@@ -235,11 +236,7 @@ def curated_provenance(
         ),
         "edit_operations": int(edit_operations) if edit_operations is not None else None,
         "mask_sha256": _sha256(np.ascontiguousarray(mask).tobytes()),
-        "pixels_per_class": {
-            "background": int(counts[0]),
-            "phagophore": int(counts[1]),
-            "autolysosome": int(counts[2]),
-        },
+        "pixels_per_class": {c.label: int(counts[c]) for c in ObjectClass},
         "phagoflow_version": __version__,
         "history": history,
     }

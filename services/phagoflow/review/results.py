@@ -33,7 +33,7 @@ import numpy as np
 import numpy.typing as npt
 import tifffile
 
-from phagoflow.core.counting import CLASS_NAMES
+from phagoflow.core.classes import OBJECT_CLASS_NAMES, OBJECT_CLASSES
 from phagoflow.core.opera import PlateCatalogue, load_field, read_plate
 from phagoflow.core.opera.catalogue import FieldKey
 from phagoflow.core.opera.roles import recorded_channel_roles
@@ -61,7 +61,7 @@ logger = logging.getLogger(__name__)
 #: Mask source name of expert-curated masks (``RESULTS/curated/``).
 CURATED = "curated"
 
-_CLASSES = tuple(CLASS_NAMES.values())  # ("phagophore", "autolysosome")
+_CLASSES = tuple(OBJECT_CLASS_NAMES.values())  # ("phagophore", "autolysosome")
 
 
 class ResultsError(ValueError):
@@ -506,15 +506,12 @@ def build_wells(
         if found is None:
             continue
         found.counts[row.get("method", "")] = {
-            "phagophore": _int(row.get("phagophores")),
-            "autolysosome": _int(row.get("autolysosomes")),
+            k.label: _int(row.get(k.plural)) for k in OBJECT_CLASSES
         }
-        for cls, col in (
-            ("phagophore", "cip_cdl_disagreement_phagophores"),
-            ("autolysosome", "cip_cdl_disagreement_autolysosomes"),
-        ):
+        for k in OBJECT_CLASSES:
+            col = f"cip_cdl_disagreement_{k.plural}"
             if row.get(col):
-                found.disagreement[cls] = _float(row[col])
+                found.disagreement[k.label] = _float(row[col])
     for info in wells.values():
         if not info.counts:  # no wells.csv: add up the fields
             for name in info.fields:

@@ -7,12 +7,13 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const CLASS_RGB = { 1: [255, 225, 0], 2: [0, 210, 255] };
-const REF_RGB = [ // outline colours per reference source: [phagophore, autolysosome]
-  [[255, 150, 0], [255, 70, 70]],
-  [[80, 255, 120], [60, 130, 255]],
-  [[255, 255, 255], [190, 190, 190]],
-];
+// The mask classes, served by the page (phagoflow.core.classes.class_table): one entry per label
+// value, {value, name, plural, paint_rgb, reference_rgb}; nothing about them is defined here.
+const CLASSES = JSON.parse($("phagoflow-classes").textContent);
+const OBJECTS = CLASSES.filter((c) => c.value > 0); // the classes of objects (not background)
+const CLASS_RGB = Object.fromEntries(OBJECTS.map((c) => [c.value, c.paint_rgb]));
+// outline colours of the i-th reference source, per class value (each class's list is cycled)
+const refRGB = (i) => Object.fromEntries(OBJECTS.map((c) => [c.value, c.reference_rgb[i % c.reference_rgb.length]]));
 
 const S = {
   plate: null, token: sessionStorage.getItem("phagoflow.token") || "",
@@ -133,7 +134,7 @@ async function loadPlate() {
   $("plate-id").textContent = "plate " + S.plate.plate_id;
   showProgress(await getJSON("/api/progress")); // with the correction time (tooltip)
   const metrics = [["disagreement_total", "CIP-vs-CDL disagreement"]];
-  for (const m of S.plate.methods) for (const c of ["phagophore", "autolysosome"]) metrics.push([m + ":" + c, m.toUpperCase() + " " + c + "s"]);
+  for (const m of S.plate.methods) for (const c of OBJECTS) metrics.push([m + ":" + c.name, m.toUpperCase() + " " + c.plural]);
   metrics.push(["curated", "fields curated"]);
   $("heat-metric").innerHTML = metrics.map(([v, t]) => `<option value="${v}">${t}</option>`).join("");
   fillWellTable();
@@ -204,7 +205,7 @@ function initHeatmap() {
     const w = S.plate && wellAt(ev);
     if (!w) { tip.hidden = true; return; }
     const lines = [w.name + "  (" + w.fields + " fields, " + w.curated + " curated)"];
-    for (const [m, c] of Object.entries(w.counts)) lines.push(m + ": " + c.phagophore + " phagophores, " + c.autolysosome + " autolysosomes");
+    for (const [m, c] of Object.entries(w.counts)) lines.push(m + ": " + OBJECTS.map((k) => c[k.name] + " " + k.plural).join(", "));
     lines.push("disagreement " + fmt(w.disagreement_total));
     tip.textContent = lines.join("\n"); tip.hidden = false;
     tip.style.left = ev.clientX + 14 + "px"; tip.style.top = ev.clientY + 10 + "px";
@@ -213,10 +214,10 @@ function initHeatmap() {
 }
 
 function countCells(counts, methods) {
-  return methods.map((m) => `<td>${counts[m] ? counts[m].phagophore : "–"}</td><td>${counts[m] ? counts[m].autolysosome : "–"}</td>`).join("");
+  return methods.map((m) => OBJECTS.map((k) => `<td>${counts[m] ? counts[m][k.name] : "–"}</td>`).join("")).join("");
 }
 function countHeads(methods) {
-  return methods.map((m) => `<th>${m} phago.</th><th>${m} autol.</th>`).join("");
+  return methods.map((m) => OBJECTS.map((k) => `<th>${m} ${k.name.slice(0, 5)}.</th>`).join("")).join("");
 }
 
 function fillWellTable() {
@@ -274,10 +275,10 @@ function buildFieldControls() {
   const refs = $("ref-toggles");
   const sources = S.plate.sources;
   refs.innerHTML = sources.map((s, i) => {
-    const [a, b] = REF_RGB[i % REF_RGB.length];
+    const colours = refRGB(i);
     const has = S.info.masks.includes(s);
     return `<label><input type="checkbox" data-ref="${s}" ${has ? "" : "disabled"} ${S.showRefs[s] && has ? "checked" : ""}> ${s} outline` +
-      `<span class="legend-sw" style="background:rgb(${a})"></span><span class="legend-sw" style="background:rgb(${b})"></span></label>`;
+      OBJECTS.map((c) => `<span class="legend-sw" style="background:rgb(${colours[c.value]})"></span>`).join("") + "</label>";
   }).join("");
   for (const cb of refs.querySelectorAll("input")) cb.addEventListener("change", () => { S.showRefs[cb.dataset.ref] = cb.checked; renderOverlay(); });
   const opts = ["empty", ...S.info.masks].map((s) => `<option value="${s}">${s}</option>`).join("");
@@ -350,7 +351,7 @@ function overlayCanvas(edit, refs) {
   const out = new ImageData(S.W, S.H), d = out.data;
   if (edit) paintMask(d, edit, CLASS_RGB, false);
   S.plate.sources.forEach((s, i) => {
-    if (refs.includes(s) && S.refs[s]) { const [a, b] = REF_RGB[i % REF_RGB.length]; paintMask(d, S.refs[s], { 1: a, 2: b }, true); }
+    if (refs.includes(s) && S.refs[s]) paintMask(d, S.refs[s], refRGB(i), true);
   });
   const cv = document.createElement("canvas"); cv.width = S.W; cv.height = S.H;
   cv.getContext("2d").putImageData(out, 0, 0);
@@ -570,7 +571,16 @@ async function save() {
   }
 }
 
+function buildClassControls() {
+  const order = [...OBJECTS, ...CLASSES.filter((c) => c.value === 0)]; // background last
+  $("classes").innerHTML = order.map((c) =>
+    `<button data-class="${c.value}" title="${c.name} (${c.value})"><i class="sw${c.value ? "" : " c0"}" style="background:rgb(${c.paint_rgb})"></i>${c.name}</button>`).join("");
+  $("help-class-keys").textContent = order.map((c) => c.value).join(" / ");
+  $("help-class-names").textContent = "class " + order.map((c) => c.name).join(" / ");
+}
+
 function initFieldControls() {
+  buildClassControls();
   for (const b of $("tools").querySelectorAll("button")) b.addEventListener("click", () => setTool(b.dataset.tool));
   for (const b of $("classes").querySelectorAll("button")) b.addEventListener("click", () => setClass(Number(b.dataset.class)));
   $("brush-size").addEventListener("input", () => setSize(Number($("brush-size").value)));
@@ -608,7 +618,7 @@ function initKeys() {
     if (ctrl || ev.altKey) return;
     const tools = { b: "brush", e: "eraser", f: "fill", d: "delete", p: "pan" };
     if (tools[k]) setTool(tools[k]);
-    else if (k === "1" || k === "2" || k === "0") setClass(Number(k));
+    else if (CLASSES.some((c) => String(c.value) === k)) setClass(Number(k));
     else if (k === "[") setSize(S.size - 1);
     else if (k === "]") setSize(S.size + 1);
     else if (k === "r" || k === "g") { const c = k === "r" ? 0 : 1; S.channels[c] = !S.channels[c]; $("ch" + c).checked = S.channels[c]; renderBase(); }
