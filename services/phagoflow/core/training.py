@@ -41,7 +41,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from scipy import ndimage
 from tqdm.auto import tqdm
 
-from phagoflow.core.evaluation import CLASS_NAMES
+from phagoflow.core.classes import CLASS_NAMES, OBJECT_CLASSES
+from phagoflow.core.evaluation.pixel import class_iou, confusion_matrix_ignoring
 from phagoflow.core.inference import TorchBackend, tiled_logits
 from phagoflow.core.losses import GeneralisedDiceLoss
 from phagoflow.core.normalisation import NormalisationConfig, normalise
@@ -532,7 +533,7 @@ def ignore_boundary_band(label: NDArray[np.uint8], width_px: int) -> NDArray[np.
         return out
     yy, xx = np.ogrid[-width_px : width_px + 1, -width_px : width_px + 1]
     disk = (yy * yy + xx * xx) <= width_px * width_px
-    objects = (out == 1) | (out == 2)
+    objects = np.isin(out, OBJECT_CLASSES)
     ring = ndimage.binary_dilation(objects, structure=disk) & (out == 0)
     out[ring] = IGNORE_LABEL
     return out
@@ -687,17 +688,12 @@ def _validate_epoch(
 
 def _confusion(target: NDArray[Any], pred: NDArray[Any]) -> NDArray[np.int64]:
     """Rows: target class, columns: predicted class; target pixels outside [0, 3) are skipped."""
-    t = target.ravel().astype(np.int64)
-    p = pred.ravel().astype(np.int64)
-    keep = (t >= 0) & (t < _N_CLASSES)
-    counts = np.bincount(t[keep] * _N_CLASSES + p[keep], minlength=_N_CLASSES**2)
-    return counts.reshape(_N_CLASSES, _N_CLASSES)
+    return confusion_matrix_ignoring(target, pred, _N_CLASSES)
 
 
 def _iou(conf: NDArray[np.int64]) -> list[float | None]:
-    tp = np.diag(conf)
-    union = conf.sum(axis=0) + conf.sum(axis=1) - tp
-    return [float(t / u) if u > 0 else None for t, u in zip(tp, union, strict=True)]
+    """Per-class IoU, ``None`` for a class neither in the target nor predicted."""
+    return [None if math.isnan(v) else float(v) for v in class_iou(conf)]
 
 
 def _mean(values: list[float | None]) -> float | None:
