@@ -1,7 +1,9 @@
 """inference: ``FieldAcquired`` → tiles → Triton (gRPC) → mask → ``MaskReady(method=cdl)``.
 
-``phagoflow serve inference`` (consumer group ``cdl``). The field is assembled like the cip
-service does (:func:`phagoflow.services.cip.field_image`), then the core
+``phagoflow serve inference`` (consumer group ``cdl``; the deployable: ``services/inference/``),
+the one segmentation loop (:class:`~phagoflow.services.segmentation.SegmentationService`) with
+a Triton segmenter plugged in. The field is assembled as for cip
+(:func:`phagoflow.services.fields.field_image`), then the core
 :class:`~phagoflow.core.inference.Predictor` normalises it with the model card's normalisation,
 cuts 256 × 256 tiles with a 32 px border (symmetric padding), and sends them in batches to
 Triton through :class:`TritonTileBackend` — the core's tile-backend seam — before stitching and
@@ -27,7 +29,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +41,8 @@ from pydantic import Field
 from phagoflow import events as ev
 from phagoflow.core.inference import Predictor, default_model_dir
 from phagoflow.core.model_dir import ModelCard, read_model_card
-from phagoflow.services.cip import segment_and_publish, segmentation_metrics
-from phagoflow.services.common import ServiceSettings, log_context
-from phagoflow.services.kafkaio import ConsumerService, PermanentError, TransientError
-from phagoflow.settings import CellReadoutSettings
+from phagoflow.services.kafkaio import PermanentError, TransientError
+from phagoflow.services.segmentation import SegmentationService, SegmentationSettings
 
 __all__ = [
     "InferenceService",
@@ -67,7 +67,7 @@ class ModelVersionChanged(TransientError):
     """
 
 
-class InferenceSettings(ServiceSettings, CellReadoutSettings):
+class InferenceSettings(SegmentationSettings):
     """Settings of ``phagoflow serve inference``.
 
     Attributes
@@ -396,11 +396,18 @@ class TritonSegmenter:
         raise AssertionError("unreachable")  # pragma: no cover
 
 
-class InferenceService(ConsumerService):
-    """Consumer group ``cdl`` on ``phagoflow.fields.acquired``."""
+class InferenceService(SegmentationService):
+    """Consumer group ``cdl`` on ``phagoflow.fields.acquired``: the U-Net on Triton.
+
+    The shared segmentation loop with :class:`TritonSegmenter` plugged in (set up once Triton
+    reports the model ready), the Triton model as model name, the version that produced each
+    mask as its version (:meth:`result_version`), and Triton's outages handled in
+    :meth:`segment`.
+    """
 
     name = "inference"
     group = "cdl"
+    method = "cdl"
     topics = (ev.Topic.FIELDS_ACQUIRED.value,)
     max_poll_records = 1
     retry_backoff_s = 2.0
@@ -411,9 +418,7 @@ class InferenceService(ConsumerService):
         path = settings.model_dir if settings.model_dir is not None else default_model_dir()
         self.card = read_model_card(path)
         self.backend: TritonTileBackend | None = None
-        self.segmenter: TritonSegmenter | None = None
-        self.model_version = ""
-        self.m_fields, self.m_stage = segmentation_metrics(self.registry)
+        self.model_name = settings.triton_model
         self.m_triton_errors = Counter(
             "phagoflow_triton_unavailable_total",
             "Records postponed because Triton did not answer",
@@ -447,54 +452,22 @@ class InferenceService(ConsumerService):
         logger.info("Triton model %s version %s ready at %s", s.triton_model, version, s.triton_url)
         super().setup()
 
-    def handle(
-        self,
-        topic: str,
-        partition: int,
-        offset: int,
-        key: bytes | None,
-        value: bytes,
-        headers: Sequence[tuple[str, bytes]],
-    ) -> None:
-        assert self.producer is not None and self.segmenter is not None
-        event = ev.decode_record(topic, value, headers)
-        if not isinstance(event, ev.FieldAcquired) or not event.HasField("field"):
-            raise PermanentError(f"{topic}[{partition}]@{offset}: not a FieldAcquired with a field")
-        fid = event.field
+    def segment(self, event: ev.FieldAcquired) -> ev.MaskReady:
+        """The shared loop's segmentation, with Triton's outages and version switches counted.
+
+        :class:`TritonUnavailable` marks the service not ready (``/readyz`` 503) and is raised
+        on (the record is retried later); the next answered field marks it ready again.
+        """
         try:
-            name = ev.field_key(fid).name
-        except ValueError as exc:
-            raise PermanentError(str(exc)) from exc
-        with log_context(plate=fid.plate, well=fid.well, field=name):
-            try:
-                ready = segment_and_publish(
-                    event,
-                    store=self.store,
-                    segmenter=self.segmenter,
-                    method="cdl",
-                    model_name=self.settings.triton_model,
-                    model_version=self.segmenter_version,
-                    producer=self.producer,
-                    producer_name=self.name,
-                    cells=self.settings.cell_parameters,
-                )
-            except TritonUnavailable:
-                self.m_triton_errors.inc()
-                self.set_not_ready("Triton unavailable")
-                raise
-            finally:
-                self._count_switches()
-            self.set_ready()
-            for stage, seconds in ready.stage_seconds.items():
-                self.m_stage.labels(stage, "cdl").observe(seconds)
-            self.m_fields.labels("cdl").inc()
-            logger.info(
-                "field %s: %d phagophores, %d autolysosomes (cdl v%s)",
-                name,
-                ready.counts["phagophore"].objects,
-                ready.counts["autolysosome"].objects,
-                ready.model_version,
-            )
+            ready = super().segment(event)
+        except TritonUnavailable:
+            self.m_triton_errors.inc()
+            self.set_not_ready("Triton unavailable")
+            raise
+        finally:
+            self._count_switches()
+        self.set_ready()
+        return ready
 
     def card_of(self, version: str) -> ModelCard | None:
         """Card of Triton ``version`` from the model registry in the bucket, else None.
@@ -515,9 +488,9 @@ class InferenceService(ConsumerService):
             )
             return None
 
-    def segmenter_version(self) -> str:
+    def result_version(self) -> str:
         """The Triton version that produced the segmenter's last mask."""
-        assert self.segmenter is not None
+        assert isinstance(self.segmenter, TritonSegmenter)
         self.model_version = self.segmenter.last_version
         return self.model_version
 

@@ -1,7 +1,8 @@
 """Kafka producer/consumer helpers and the at-least-once consumer loop with dead letters.
 
-:class:`ConsumerService` is the base of the services that consume a topic (cip, inference): it
-polls a few records, hands each to :meth:`ConsumerService.handle`, and commits ``offset + 1``
+:class:`ConsumerService` is the one consumer loop of the services that consume a topic (cip
+and inference record by record, metrics batch by batch): it polls a few records, hands each
+to :meth:`ConsumerService.handle`, and commits ``offset + 1``
 only after ``handle`` returned, i.e. after the results are durable (objects written, event
 produced and acknowledged). A :class:`PermanentError` (undecodable bytes, missing or corrupt
 object, unreadable image) sends the record to ``phagoflow.deadletter`` — the payload copied to
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import time
-from abc import abstractmethod
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -237,10 +237,21 @@ def record_lag(
     return now
 
 
-class ConsumerService(Service):
-    """A service consuming one or more topics at least once, one record at a time.
+#: What :meth:`ConsumerService.poll` returns: records per partition, in offset order.
+Batch = dict[TopicPartition, list[Any]]
 
-    Subclasses set :attr:`group` and :attr:`topics` and implement :meth:`handle`.
+
+class ConsumerService(Service):
+    """A service consuming one or more topics at least once: the one consumer loop.
+
+    Each :meth:`step` polls a batch and hands it to :meth:`process`. By default a batch is
+    handled one record at a time: :meth:`handle` (to implement) processes a record durably and
+    its offset + 1 is committed only then; a poison record is dead-lettered and committed, a
+    transient failure seeks back to the record and waits. A service that must make a whole
+    batch durable before committing (metrics: its snapshot) overrides :meth:`process` and uses
+    :meth:`rewind` / :meth:`commit_batch`.
+
+    Subclasses set :attr:`group` and :attr:`topics`.
     """
 
     group: ClassVar[str] = ""
@@ -251,6 +262,8 @@ class ConsumerService(Service):
     retry_backoff_s: ClassVar[float] = 1.0
     #: Attempts before a record failing with an unexpected error is dead-lettered.
     max_unexpected_attempts: ClassVar[int] = 3
+    #: Help of ``phagoflow_dead_letters_total{stage}`` (metrics counts the ones it sees).
+    dead_letters_help: ClassVar[str] = "Inputs sent to phagoflow.deadletter, by stage"
 
     def __init__(self, settings: ServiceSettings, *, http_port: int | None = None) -> None:
         super().__init__(settings, http_port=http_port)
@@ -265,7 +278,7 @@ class ConsumerService(Service):
         )
         self.m_dead = Counter(
             "phagoflow_dead_letters_total",
-            "Inputs sent to phagoflow.deadletter, by stage",
+            self.dead_letters_help,
             ["stage"],
             registry=self.registry,
         )
@@ -282,35 +295,46 @@ class ConsumerService(Service):
 
     # ------------------------------------------------------------------ to implement
 
-    @abstractmethod
-    def handle(
-        self,
-        topic: str,
-        partition: int,
-        offset: int,
-        key: bytes | None,
-        value: bytes,
-        headers: Sequence[tuple[str, bytes]],
-    ) -> None:
-        """Process one record durably; raise :class:`PermanentError` for a poison input."""
+    def handle(self, record: Any) -> None:
+        """Process one record durably; raise :class:`PermanentError` for a poison input.
+
+        ``record`` is a kafka-python ``ConsumerRecord`` (``topic``, ``partition``, ``offset``,
+        ``key``, ``value``, ``headers``). Required unless :meth:`process` is overridden.
+        """
+        raise NotImplementedError(f"{type(self).__name__} handles no single records")
+
+    def restore(self) -> None:
+        """Restore state before the first poll (metrics: its snapshot); nothing by default."""
+
+    @property
+    def poll_records(self) -> int:
+        """Records per poll (:attr:`max_poll_records` unless a setting says otherwise)."""
+        return self.max_poll_records
 
     # ------------------------------------------------------------------ lifecycle
 
     def setup(self) -> None:
         self.store.ensure_bucket()
+        self.restore()
         self.producer = make_producer(self.settings, f"phagoflow-{self.name}")
         self.consumer = make_consumer(
             self.settings,
             self.group,
             self.topics,
             client_id=f"phagoflow-{self.name}",
-            max_poll_records=self.max_poll_records,
+            max_poll_records=self.poll_records,
         )
 
     def step(self) -> None:
         assert self.consumer is not None
         batch = self.consumer.poll(timeout_ms=500)
         self._update_lag()
+        if batch:
+            self.process(batch)
+
+    def process(self, batch: Batch) -> None:
+        """Handle and commit a batch record by record (the batch hook; see the class doc)."""
+        assert self.consumer is not None
         # Stop between records, never in the middle of one; unhandled records are re-polled.
         for tp, records in batch.items():
             for rec in records:
@@ -324,7 +348,24 @@ class ConsumerService(Service):
                     self.wait(self.retry_backoff_s)
                     return
 
-    def _seek_rest(self, batch: dict[TopicPartition, list[Any]], done_upto: TopicPartition) -> None:
+    def rewind(self, batch: Batch) -> None:
+        """Seek every partition of ``batch`` back to its first record (nothing committed)."""
+        assert self.consumer is not None
+        for tp, records in batch.items():
+            if records:
+                self.consumer.seek(tp, records[0].offset)
+
+    def commit_batch(self, batch: Batch) -> bool:
+        """Commit the last offset + 1 of every partition of ``batch`` (see :func:`commit`)."""
+        assert self.consumer is not None
+        offsets = {
+            tp: OffsetAndMetadata(records[-1].offset + 1, "", -1)
+            for tp, records in batch.items()
+            if records
+        }
+        return commit(self.consumer, offsets)
+
+    def _seek_rest(self, batch: Batch, done_upto: TopicPartition) -> None:
         """Seek partitions after ``done_upto`` back to their first unhandled record."""
         assert self.consumer is not None
         after = False
@@ -341,54 +382,58 @@ class ConsumerService(Service):
         t0 = time.perf_counter()
         with log_context(topic=rec.topic):
             try:
-                self.handle(
-                    rec.topic,
-                    rec.partition,
-                    rec.offset,
-                    rec.key,
-                    rec.value,
-                    list(rec.headers or ()),
-                )
-                outcome = "ok"
+                self.handle(rec)
+                outcome: str | None = "ok"
             except (PermanentError, ev.EventDecodeError, ObjectMissing, ChecksumMismatch) as exc:
-                try:
-                    self._dead_letter(rec, exc)
-                except (StoreUnavailable, OSError) as dl_exc:
-                    logger.warning(
-                        "cannot dead-letter %s@%d yet: %s", rec.topic, rec.offset, dl_exc
-                    )
-                    self.m_records.labels(self.name, rec.topic, "retry").inc()
-                    return False
-                outcome = "dead_letter"
+                outcome = self._dead_letter_or_retry(rec, exc)
             except Exception as exc:
-                known = isinstance(exc, TransientError | StoreUnavailable | KafkaError | OSError)
-                ident = (rec.topic, rec.partition, rec.offset)
-                self._attempts[ident] = attempts = self._attempts.get(ident, 0) + 1
-                if not known and attempts >= self.max_unexpected_attempts:
-                    # an unexpected error that repeats is a poison input, not an outage
-                    logger.exception("giving up on %s[%d]@%d", *ident)
-                    try:
-                        self._dead_letter(rec, exc, attempts=attempts)
-                    except (StoreUnavailable, OSError, KafkaError):
-                        return False
-                    outcome = "dead_letter"
-                else:
-                    logger.warning(
-                        "%s failure on %s[%d]@%d (%s: %s); will retry",
-                        "transient" if known else "unexpected",
-                        rec.topic,
-                        rec.partition,
-                        rec.offset,
-                        type(exc).__name__,
-                        exc,
-                    )
-                    self.m_records.labels(self.name, rec.topic, "retry").inc()
-                    return False
+                outcome = self._on_failure(rec, exc)
+        if outcome is None:
+            return False
         self._attempts.pop((rec.topic, rec.partition, rec.offset), None)
         commit(self.consumer, {tp: OffsetAndMetadata(rec.offset + 1, "", -1)})
         self.m_records.labels(self.name, rec.topic, outcome).inc()
         self.m_handle.labels(self.name).observe(time.perf_counter() - t0)
         return True
+
+    def _dead_letter_or_retry(self, rec: Any, exc: Exception) -> str | None:
+        """Dead-letter a poison record: ``"dead_letter"``, or None (retry) when the store is
+        away."""
+        try:
+            self._dead_letter(rec, exc)
+        except (StoreUnavailable, OSError) as dl_exc:
+            logger.warning("cannot dead-letter %s@%d yet: %s", rec.topic, rec.offset, dl_exc)
+            self.m_records.labels(self.name, rec.topic, "retry").inc()
+            return None
+        return "dead_letter"
+
+    def _on_failure(self, rec: Any, exc: Exception) -> str | None:
+        """A failure that is not a poison input: retry (None), or dead-letter once it repeats.
+
+        An unexpected error (not a known outage) that repeats
+        :attr:`max_unexpected_attempts` times is a poison input, not an outage.
+        """
+        known = isinstance(exc, TransientError | StoreUnavailable | KafkaError | OSError)
+        ident = (rec.topic, rec.partition, rec.offset)
+        self._attempts[ident] = attempts = self._attempts.get(ident, 0) + 1
+        if not known and attempts >= self.max_unexpected_attempts:
+            logger.exception("giving up on %s[%d]@%d", *ident)
+            try:
+                self._dead_letter(rec, exc, attempts=attempts)
+            except (StoreUnavailable, OSError, KafkaError):
+                return None
+            return "dead_letter"
+        logger.warning(
+            "%s failure on %s[%d]@%d (%s: %s); will retry",
+            "transient" if known else "unexpected",
+            rec.topic,
+            rec.partition,
+            rec.offset,
+            type(exc).__name__,
+            exc,
+        )
+        self.m_records.labels(self.name, rec.topic, "retry").inc()
+        return None
 
     def _dead_letter(self, rec: Any, exc: Exception, *, attempts: int = 1) -> None:
         assert self.producer is not None

@@ -37,8 +37,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from kafka import KafkaConsumer, KafkaProducer
-from kafka.structs import OffsetAndMetadata
 from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -57,18 +55,14 @@ from phagoflow.embedded.screen import (
     statistics_record,
     write_screen_tables,
 )
-from phagoflow.services.common import ApiResponse, Service, ServiceSettings, log_context
+from phagoflow.services.common import ApiResponse, ServiceSettings, log_context
 from phagoflow.services.kafkaio import (
-    commit,
+    Batch,
+    ConsumerService,
     dead_letter,
     deadletter_payload_key,
-    lag_gauge,
-    make_consumer,
-    make_producer,
     publish,
-    record_lag,
 )
-from phagoflow.services.objectstore import ObjectStore
 
 __all__ = ["MetricsService", "MetricsSettings", "MetricsState", "PlateState"]
 
@@ -476,8 +470,13 @@ def _json_number(value: Any) -> Any:
     return value
 
 
-class MetricsService(Service):
-    """Aggregation, ``WellComplete``, reports, Prometheus and the JSON API."""
+class MetricsService(ConsumerService):
+    """Aggregation, ``WellComplete``, reports, Prometheus and the JSON API.
+
+    The one consumer loop (:class:`~phagoflow.services.kafkaio.ConsumerService`) with a batch
+    hook, :meth:`process`: a batch is applied, its wells and plates completed and the state
+    snapshot written before its offsets are committed.
+    """
 
     name = "metrics"
     group = "metrics"
@@ -487,15 +486,12 @@ class MetricsService(Service):
         ev.Topic.PLATES.value,
         ev.Topic.DEADLETTER.value,
     )
+    dead_letters_help = "Dead letters seen on phagoflow.deadletter, by stage"
     settings: MetricsSettings
 
     def __init__(self, settings: MetricsSettings, *, http_port: int | None = None) -> None:
         super().__init__(settings, http_port=http_port)
-        self.store = ObjectStore.from_settings(settings)
         self.state = MetricsState(settings.metrics_methods)
-        self.producer: KafkaProducer | None = None
-        self.consumer: KafkaConsumer | None = None
-        self._last_lag = 0.0
         r = self.registry
         self.m_fields = Counter(
             "phagoflow_fields_processed_total",
@@ -523,12 +519,6 @@ class MetricsService(Service):
             registry=r,
             buckets=(0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 60, 120, 300),
         )
-        self.m_dead = Counter(
-            "phagoflow_dead_letters_total",
-            "Dead letters seen on phagoflow.deadletter, by stage",
-            ["stage"],
-            registry=r,
-        )
         self.m_wells = Counter(
             "phagoflow_wells_complete_total",
             "WellComplete events published",
@@ -538,43 +528,25 @@ class MetricsService(Service):
         self.m_plates = Counter(
             "phagoflow_plates_reported_total", "Plates completed and reported", registry=r
         )
-        self.m_lag = lag_gauge(r)
         r.register(_StateCollector(lambda: self.state))
 
     # ------------------------------------------------------------------ lifecycle
 
-    def setup(self) -> None:
-        self.store.ensure_bucket()
+    @property
+    def poll_records(self) -> int:
+        return self.settings.metrics_max_poll_records
+
+    def restore(self) -> None:
+        """The state of the last snapshot, before the first poll."""
         doc = self.store.get_json(SNAPSHOT_KEY)
         if isinstance(doc, dict):
             restored = MetricsState.from_json(doc, self.settings.metrics_methods)
             with self.state.lock:
                 self.state.plates = restored.plates
             logger.info("state restored from %s: %d plate(s)", SNAPSHOT_KEY, len(restored.plates))
-        self.producer = make_producer(self.settings, "phagoflow-metrics")
-        self.consumer = make_consumer(
-            self.settings,
-            self.group,
-            self.topics,
-            client_id="phagoflow-metrics",
-            max_poll_records=self.settings.metrics_max_poll_records,
-        )
 
-    def close(self) -> None:
-        if self.consumer is not None:
-            self.consumer.close(autocommit=False)
-            self.consumer = None
-        if self.producer is not None:
-            self.producer.flush(timeout=10)
-            self.producer.close(timeout=10)
-            self.producer = None
-
-    def step(self) -> None:
-        assert self.consumer is not None
-        batch = self.consumer.poll(timeout_ms=500)
-        self._update_lag()
-        if not batch:
-            return
+    def process(self, batch: Batch) -> None:
+        """Apply a batch, complete wells and plates, snapshot, and only then commit it."""
         touched: set[str] = set()
         try:
             for records in batch.values():
@@ -588,17 +560,10 @@ class MetricsService(Service):
             logger.warning(
                 "cannot persist state (%s: %s); replaying the batch", type(exc).__name__, exc
             )
-            for tp, records in batch.items():
-                self.consumer.seek(tp, records[0].offset)
+            self.rewind(batch)
             self.wait(1.0)
             return
-        commit(
-            self.consumer,
-            {
-                tp: OffsetAndMetadata(records[-1].offset + 1, "", -1)
-                for tp, records in batch.items()
-            },
-        )
+        self.commit_batch(batch)
 
     # ------------------------------------------------------------------ records
 
@@ -799,9 +764,6 @@ class MetricsService(Service):
             done = sorted((s.complete_at, p) for p, s in self.state.plates.items() if s.complete_at)
             for _, plate in done[: max(len(done) - self.settings.metrics_keep_plates, 0)]:
                 del self.state.plates[plate]
-
-    def _update_lag(self) -> None:
-        self._last_lag = record_lag(self.consumer, self.m_lag, self.group, self._last_lag)
 
     # ------------------------------------------------------------------ JSON API
 

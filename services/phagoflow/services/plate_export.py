@@ -32,7 +32,7 @@ from phagoflow.embedded.omezarr import (
     well_table,
 )
 from phagoflow.embedded.screen import Screen
-from phagoflow.services.cip import channel_plane
+from phagoflow.services.fields import channel_plane
 from phagoflow.services.objectstore import ObjectStore
 
 __all__ = ["export_plate_ome_zarr"]
