@@ -1,16 +1,21 @@
 """The paper's experiment on simulated plates: a U-Net trained on CIP weak labels vs the CIP.
 
+Every step is a product code path (what ``make model`` runs, without the shell):
+
 For each setting (``normal``, ``harder`` = :meth:`SimulationParameters.preset`) and each
 training seed ``s``:
 
-1. simulate an *unlabelled* training plate (plate seed ``train_seed_base + s``);
-2. segment it with the CIP (default :class:`~phagoflow.core.cip.CipParameters`) — the weak
-   labels, exactly what ``phagoflow train --labels cip`` learns from;
-3. train CDL with the shared recipe (``scripts/_recipe.py``) on those weak labels only — the
-   truth is never used for training or for checkpoint selection (the validation split is scored
-   against the weak labels);
-4. segment a held-out, labelled test plate (plate seed ``test_seed``, the same for every training
-   seed) with CIP and CDL and score both against the truth.
+1. simulate an *unlabelled* training plate (plate seed ``train_seed_base + s``) with
+   :func:`phagoflow.core.simulate.simulate_plate` (``phagoflow simulate``);
+2. train CDL on it with :func:`phagoflow.embedded.train.train_model` (``phagoflow train
+   --labels cip``): CIP weak labels with the default :class:`~phagoflow.core.cip.CipParameters`,
+   the recipe of ``scripts/cdl_recipe.json`` (the one ``make model`` uses) plus ``--set``
+   overrides, training seed ``1000 * s``. The truth is never used for training or for checkpoint
+   selection (the validation split is scored against the weak labels);
+3. score CIP and CDL on a held-out, labelled test plate (plate seed ``test_seed``, the same for
+   every training seed) with :func:`phagoflow.embedded.evaluate.evaluate_plate` (``phagoflow
+   evaluate --methods cip,cdl``), summarised by :func:`phagoflow.embedded.card.headline_scores`
+   (the scores ``make model`` writes into the card).
 
 Reported (mean ± s.d. over training seeds): 3-class mean IoU (the paper's "Mean"), foreground
 mean IoU (phagophore + autolysosome), mean BF score, object F1 (box surrogate, per class and
@@ -23,7 +28,7 @@ Usage::
 
     .venv/bin/python scripts/experiment.py # make experiment (2 settings x 3 seeds)
     .venv/bin/python scripts/experiment.py --quick               # smoke run (~3 min)
-    .venv/bin/python scripts/experiment.py --settings normal --seeds 0 --set ce_weight=0.5 \\
+    .venv/bin/python scripts/experiment.py --settings normal --seeds 0 --set ce_weight=0 \\
         --test-seed 800 --out experiment-out/screen-ce --no-doc   # screen one idea
 """
 
@@ -31,29 +36,29 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
+import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from _recipe import (
-    DEFAULT_RECIPE,
-    cip_weak_labels,
-    mean_sd,
-    parse_overrides,
-    recipe_with,
-    score,
-    simulate_plate_fields,
-    train_cdl,
-)
 
 from phagoflow.core.cip import CipParameters
-from phagoflow.core.simulate import SimulationParameters
+from phagoflow.core.simulate import SimulatedPlate, SimulationParameters, simulate_plate
+from phagoflow.core.training import TrainingConfig
+from phagoflow.embedded.card import headline_scores
+from phagoflow.embedded.evaluate import evaluate_plate
+from phagoflow.embedded.train import train_model
 from phagoflow.reporting.machine import cpu_description
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "experiment.md"
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "experiment.md"
+#: The CDL recipe (``phagoflow train --config`` fields), shared with ``make model``.
+RECIPE = ROOT / "scripts" / "cdl_recipe.json"
 START, END = "<!-- experiment-results:start -->", "<!-- experiment-results:end -->"
 
 # (key, label, format) of the table rows; None key = section break
@@ -92,7 +97,7 @@ def get_arg_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a recipe field (repeatable), e.g. --set ce_weight=0.5",
+        help="override a TrainingConfig field of the recipe (repeatable), e.g. --set ce_weight=0",
     )
     ap.add_argument(
         "--quick",
@@ -104,11 +109,6 @@ def get_arg_parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-doc", action="store_true", help="do not update docs/experiment.md")
     ap.add_argument("--no-progress", action="store_true", help="no tqdm bars")
     ap.add_argument(
-        "--also-tta",
-        action="store_true",
-        help="also score each trained model with test-time augmentation (flips)",
-    )
-    ap.add_argument(
         "--merge",
         nargs="+",
         type=Path,
@@ -117,135 +117,166 @@ def get_arg_parser() -> argparse.ArgumentParser:
         "run in parallel processes) into one table, <out>/results.json and the doc",
     )
     ap.add_argument(
-        "--save-masks",
+        "--keep-plates",
         action="store_true",
-        help="also write the test masks (truth, CIP, CDL per seed) to <out>/masks-*.npz",
+        help="keep the simulated plates and trained models under <out>/work",
     )
     return ap
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``["ce_weight=0.5", "epochs=3"]`` → ``{"ce_weight": "0.5", "epochs": "3"}``."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def recipe(args: argparse.Namespace) -> dict[str, Any]:
+    """The recipe's TrainingConfig fields with the command line's overrides (validated)."""
+    fields: dict[str, Any] = json.loads(RECIPE.read_text())
+    if args.quick:
+        args.settings, args.seeds = ["normal"], args.seeds[:1]
+        args.train_wells, args.train_fields, args.test_wells, args.test_fields = 4, 2, 4, 2
+        fields.update(epochs=2, patches_per_epoch=64)
+    fields.update(parse_overrides(args.set))
+    if args.epochs is not None:
+        fields["epochs"] = args.epochs
+    if args.patches is not None:
+        fields["patches_per_epoch"] = args.patches
+    return TrainingConfig.model_validate(fields).model_dump(mode="json", include=set(fields))
+
+
+def plate(
+    work: Path, setting: str, seed: int, wells: int, fields: int, progress: bool
+) -> SimulatedPlate:
+    """``phagoflow simulate OUT --preset SETTING --seed SEED --plate SETTING-SEED``."""
+    return simulate_plate(
+        work / f"{setting}-{seed}",
+        wells=wells,
+        fields=fields,
+        seed=seed,
+        plate_id=f"{setting}-{seed}",
+        params=SimulationParameters.preset(setting),
+        progress=progress,
+    )
+
+
+def evaluate(
+    test: SimulatedPlate, model_dir: Path | None, threads: int, progress: bool
+) -> dict[str, dict[str, Any]]:
+    """``phagoflow evaluate TEST --methods cip[,cdl] --model MODEL_DIR``: headline scores."""
+    report = evaluate_plate(
+        test.export_dir,
+        test.truth_dir,
+        methods=["cip"] if model_dir is None else ["cdl"],
+        model_dir=model_dir,
+        threads=threads,
+        progress=progress,
+    ).to_dict()
+    return {name: headline_scores(m) for name, m in report["methods"].items()}
+
+
+def run_seed(
+    args: argparse.Namespace,
+    fields: dict[str, Any],
+    setting: str,
+    seed: int,
+    test: SimulatedPlate,
+    cip_scores: dict[str, Any],
+    work: Path,
+) -> dict[str, Any]:
+    """Train one CDL model (training seed ``1000 * seed``) and score it on the test plate."""
+    progress = not args.no_progress
+    t1 = time.perf_counter()
+    train = plate(
+        work / "train", setting, args.train_seed_base + seed, args.train_wells,
+        args.train_fields, progress,
+    )  # fmt: skip
+    config = TrainingConfig.model_validate(
+        {**fields, "seed": 1000 * seed, "num_threads": args.threads}
+    )
+    result = train_model(
+        [train.export_dir], work / "models" / f"{setting}-seed{seed}", labels="cip",
+        config=config, overwrite=True, name=f"cdl-{setting}-seed{seed}", progress=progress,
+    )  # fmt: skip
+    t_train = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    cdl_scores = evaluate(test, result.model_dir, args.threads, progress)["cdl"]
+    t_pred = time.perf_counter() - t2
+    ratio = cdl_scores["miou"] / cip_scores["miou"]
+    history = result.card.training["history"]
+    log(
+        f"  seed {seed}: CDL mean IoU {cdl_scores['miou']:.4f} (CIP "
+        f"{cip_scores['miou']:.4f}, ratio {ratio:.3f}), fg {cdl_scores['fg_miou']:.3f} "
+        f"vs {cip_scores['fg_miou']:.3f}, F1 {cdl_scores['f1']:.3f} vs "
+        f"{cip_scores['f1']:.3f}; simulate + label + train {t_train:.0f} s, predict + score "
+        f"{t_pred:.0f} s"
+    )
+    return {
+        "seed": seed,
+        "train_plate_seed": args.train_seed_base + seed,
+        "cdl": cdl_scores,
+        "ratio_miou": ratio,
+        "train_seconds": t_train,
+        "predict_seconds": t_pred,
+        "best_epochs": [result.best_epoch],
+        "val_miou_weak": [history[result.best_epoch - 1]["val_miou_weak"]],
+        "model_version": result.card.version,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     args = get_arg_parser().parse_args(argv)
     if args.merge:
         return merge(args.merge, args.out, write=not args.no_doc)
-    overrides = parse_overrides(args.set)
-    if args.quick:
-        args.settings, args.seeds = ["normal"], args.seeds[:1]
-        args.train_wells, args.train_fields, args.test_wells, args.test_fields = 4, 2, 4, 2
-        overrides.setdefault("epochs", 2)
-        overrides.setdefault("patches_per_epoch", 64)
-    if args.epochs is not None:
-        overrides["epochs"] = args.epochs
-    if args.patches is not None:
-        overrides["patches_per_epoch"] = args.patches
-    recipe = recipe_with(DEFAULT_RECIPE, overrides)
+    fields = recipe(args)
     cip_params = CipParameters()
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads)
     t_all = time.perf_counter()
     log(f"# CDL vs CIP on simulated plates — {machine()}")
-    log(f"recipe: {recipe.model_dump_json()}")
+    log(f"recipe (TrainingConfig fields): {json.dumps(fields)}")
     log(
         f"settings {args.settings}, seeds {args.seeds}; train {args.train_wells}x"
         f"{args.train_fields} fields (plate seed {args.train_seed_base}+seed), test "
         f"{args.test_wells}x{args.test_fields} fields (plate seed {args.test_seed})"
     )
-
     results: dict[str, Any] = {
-        "recipe": recipe.model_dump(mode="json"),
+        "recipe": fields,
         "cip_parameters": cip_params.model_dump(mode="json"),
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "machine": machine(),
         "settings": {},
     }
-    for setting in args.settings:
-        params = SimulationParameters.preset(setting)
-        t0 = time.perf_counter()
-        test = simulate_plate_fields(
-            params, seed=args.test_seed, wells=args.test_wells, fields=args.test_fields
-        )
-        cip_test = cip_weak_labels(test, params.pixel_size_um, cip_params)
-        cip_scores = score(test, cip_test)
-        log(
-            f"\n## {setting}: test plate {len(test)} fields simulated + CIP in "
-            f"{time.perf_counter() - t0:.0f} s; CIP mean IoU {cip_scores['miou']:.3f}, "
-            f"object F1 {cip_scores['f1']:.3f}"
-        )
-        runs = []
-        for seed in args.seeds:
-            t1 = time.perf_counter()
-            train = simulate_plate_fields(
-                params,
-                seed=args.train_seed_base + seed,
-                wells=args.train_wells,
-                fields=args.train_fields,
-            )
-            weak = cip_weak_labels(train, params.pixel_size_um, cip_params)
-            t_data = time.perf_counter() - t1
-            log(f"  seed {seed}: training plate {len(train)} fields + CIP labels in {t_data:.0f} s")
-            t2 = time.perf_counter()
-            model = train_cdl(
-                [f.image for f in train],
-                weak,
-                [f.name for f in train],
-                recipe,
-                seed=seed,
-                threads=args.threads,
-                progress=not args.no_progress,
-                log=log,
-            )
-            t_train = time.perf_counter() - t2
-            t3 = time.perf_counter()
-            cdl_test = [model.predict(f.image) for f in test]
-            t_pred = time.perf_counter() - t3
-            cdl_scores = score(test, cdl_test)
-            if args.save_masks:
-                np.savez_compressed(
-                    args.out / f"masks-{setting}-seed{seed}.npz",
-                    truth=np.stack([f.truth for f in test]),
-                    cip=np.stack(cip_test),
-                    cdl=np.stack(cdl_test),
-                )
-            ratio = cdl_scores["miou"] / cip_scores["miou"]
-            extra: dict[str, Any] = {}
-            if args.also_tta and not model.tta:
-                model.tta = True
-                tta_scores = score(test, [model.predict(f.image) for f in test])
-                model.tta = False
-                extra["cdl_tta"] = tta_scores
-                log(
-                    f"  seed {seed}: with TTA mean IoU {tta_scores['miou']:.4f} (ratio "
-                    f"{tta_scores['miou'] / cip_scores['miou']:.3f}), F1 {tta_scores['f1']:.3f}"
-                )
+    with tempfile.TemporaryDirectory(prefix="phagoflow-experiment-") as tmp:
+        work = args.out / "work" if args.keep_plates else Path(tmp)
+        for setting in args.settings:
+            t0 = time.perf_counter()
+            test = plate(
+                work / "test", setting, args.test_seed, args.test_wells, args.test_fields,
+                not args.no_progress,
+            )  # fmt: skip
+            cip_scores = evaluate(test, None, args.threads, not args.no_progress)["cip"]
             log(
-                f"  seed {seed}: CDL mean IoU {cdl_scores['miou']:.4f} (CIP "
-                f"{cip_scores['miou']:.4f}, ratio {ratio:.3f}), fg {cdl_scores['fg_miou']:.3f} "
-                f"vs {cip_scores['fg_miou']:.3f}, F1 {cdl_scores['f1']:.3f} vs "
-                f"{cip_scores['f1']:.3f}; train {t_train:.0f} s, predict {t_pred:.0f} s"
+                f"\n## {setting}: test plate {test.n_fields} fields simulated + CIP in "
+                f"{time.perf_counter() - t0:.0f} s; CIP mean IoU {cip_scores['miou']:.3f}, "
+                f"object F1 {cip_scores['f1']:.3f}"
             )
-            runs.append(
-                {
-                    "seed": seed,
-                    "train_plate_seed": args.train_seed_base + seed,
-                    "cdl": cdl_scores,
-                    "ratio_miou": ratio,
-                    "train_seconds": t_train,
-                    "predict_seconds": t_pred,
-                    **extra,
-                    "best_epochs": [o.best_epoch for o in model.outcomes],
-                    "val_miou_weak": [
-                        o.history[o.best_epoch - 1].val_miou_weak for o in model.outcomes
-                    ],
-                }
-            )
-        results["settings"][setting] = {
-            "test_plate_seed": args.test_seed,
-            "n_test_fields": len(test),
-            "cip": cip_scores,
-            "runs": runs,
-            "summary": summarise(cip_scores, runs),
-        }
-        (args.out / "results.json").write_text(json.dumps(results, indent=2, allow_nan=False))
+            runs = [
+                run_seed(args, fields, setting, seed, test, cip_scores, work) for seed in args.seeds
+            ]
+            results["settings"][setting] = {
+                "test_plate_seed": args.test_seed,
+                "n_test_fields": test.n_fields,
+                "cip": cip_scores,
+                "runs": runs,
+                "summary": summarise(cip_scores, runs),
+            }
+            (args.out / "results.json").write_text(json.dumps(results, indent=2, allow_nan=False))
     results["wall_seconds"] = time.perf_counter() - t_all
     (args.out / "results.json").write_text(json.dumps(results, indent=2, allow_nan=False))
     table = markdown_table(results)
@@ -341,6 +372,13 @@ def write_doc(table: str) -> None:
     head, rest = text.split(START, 1)
     _, tail = rest.split(END, 1)
     DOC.write_text(f"{head}{START}\n{table}\n{END}{tail}")
+
+
+def mean_sd(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample s.d. (0 for one value)."""
+    arr = np.asarray(values, dtype=np.float64)
+    sd = float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+    return float(arr.mean()), sd if math.isfinite(sd) else 0.0
 
 
 def machine() -> str:

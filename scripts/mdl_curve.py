@@ -8,9 +8,12 @@ Here the simulator's truth *stands in for* curated masks (what a perfect curator
 1. a *curated pool*: a simulated plate (``--pool-seed``) whose truth plays the curated masks;
 2. the CDL model to start from (``--model``; default the packaged model) — N = 0 on the curve;
 3. for each N in ``--sizes``: fine-tune CDL on N pool fields (spread over wells, fixed order) with
-   :func:`phagoflow.core.training.train_unet` (``init_state`` = CDL's weights), and, with
-   ``--scratch``, also train from random weights on the same N fields;
-4. score CIP, CDL and every MDL on a held-out labelled test plate (``--test-seed``) against truth.
+   :func:`phagoflow.embedded.train.train_model` — ``phagoflow train POOL --labels CURATED
+   --init MODEL`` with the N fields' truth masks as the curated folder — and, with ``--scratch``,
+   also train from random weights on the same N fields;
+4. score CIP, CDL and every MDL on a held-out labelled test plate (``--test-seed``) against truth
+   with :func:`phagoflow.embedded.evaluate.evaluate_plate` (``phagoflow evaluate --methods
+   cip,cdl --unet NAME=DIR ...``), summarised by :func:`phagoflow.embedded.card.headline_scores`.
 
 Writes ``<out>/results.json``, ``<out>/mdl_curve.png`` (mean IoU and object F1 against N) and prints
 a markdown table. Example (~15 min on 2 cores)::
@@ -22,8 +25,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
+import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,15 +39,18 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from _recipe import cip_weak_labels, parse_overrides, score, simulate_plate_fields
 
-from phagoflow.core.inference import Predictor, TorchBackend, default_model_dir
+from phagoflow.core.inference import default_model_dir
 from phagoflow.core.model_dir import load_model_dir
-from phagoflow.core.simulate import SimulationParameters
-from phagoflow.core.training import TrainingConfig, TrainingData, train_unet
+from phagoflow.core.opera.catalogue import FieldKey
+from phagoflow.core.simulate import SimulationParameters, simulate_plate
+from phagoflow.core.training import TrainingConfig
+from phagoflow.embedded.card import headline_scores
+from phagoflow.embedded.evaluate import MaskSource, evaluate_plate
+from phagoflow.embedded.train import train_model
 
 
-def main(argv: list[str] | None = None) -> int:
+def get_arg_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", type=Path, default=None, help="CDL model folder (default: packaged)")
     ap.add_argument("--setting", default="normal", choices=["normal", "harder"])
@@ -74,87 +83,74 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("experiment-out/mdl"))
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument(
-        "--save-models", action="store_true", help="write each MDL's weights to OUT/*.pt"
+        "--save-models", action="store_true", help="copy each MDL model folder to OUT/mdl-*"
     )
-    args = ap.parse_args(argv)
+    return ap
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``["weight_decay=0"]`` → ``{"weight_decay": "0"}`` (pydantic converts the strings)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def spread_fields(truth_dir: Path, seed: int) -> list[str]:
+    """The pool's field names in a fixed random order, round-robin over wells."""
+    names = sorted(p.stem for p in truth_dir.glob("r*c*f*p*.tiff"))
+    by_well: dict[str, list[str]] = {}
+    for i in np.random.default_rng(seed).permutation(len(names)):
+        by_well.setdefault(FieldKey.parse(names[int(i)]).well, []).append(names[int(i)])
+    depth = max(len(ws) for ws in by_well.values())
+    return [ws[k] for k in range(depth) for ws in by_well.values() if k < len(ws)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_arg_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
     t_all = time.perf_counter()
     params = SimulationParameters.preset(args.setting)
-
+    progress = not args.no_progress
     model_dir = args.model if args.model is not None else default_model_dir()
-    cdl_net, card = load_model_dir(model_dir)
-    norm = card.normalisation
+    _, card = load_model_dir(model_dir)
     print(f"CDL: {model_dir} ({card.name} {card.version}, width {card.architecture.base_channels})")
-
-    pool = simulate_plate_fields(
-        params, seed=args.pool_seed, wells=args.pool_wells, fields=args.pool_fields
-    )
-    order = np.random.default_rng(args.seed).permutation(len(pool))
-    # spread over wells: take fields round-robin by well, in a fixed random order within wells
-    by_well: dict[str, list[int]] = {}
-    for i in order:
-        by_well.setdefault(pool[i].well, []).append(int(i))
-    spread = [ws[k] for k in range(args.pool_fields) for ws in by_well.values() if k < len(ws)]
-    if max(args.sizes) > len(spread):
-        raise SystemExit(f"--sizes up to {max(args.sizes)} but the pool has {len(spread)} fields")
-
-    test = simulate_plate_fields(
-        params, seed=args.test_seed, wells=args.test_wells, fields=args.test_fields
-    )
-    rows: list[dict[str, Any]] = []
-    cip = score(test, cip_weak_labels(test, params.pixel_size_um))
-    rows.append({"method": "CIP", "n_curated": 0, **cip})
-    cdl_pred = Predictor(TorchBackend(cdl_net, threads=args.threads), normalisation=norm)
-    rows.append({"method": "CDL", "n_curated": 0, **score(test, _predict(cdl_pred, test))})
-    print(
-        f"test plate {len(test)} fields: CIP mean IoU {cip['miou']:.3f}, CDL {rows[-1]['miou']:.3f}"
-    )
-
-    for n in sorted(args.sizes):
-        idx = spread[:n]
-        data = TrainingData(
-            images=[pool[i].image for i in idx],
-            labels=[pool[i].truth for i in idx],
-            names=[pool[i].name for i in idx],
-        )
-        starts = [] if args.no_finetune else [("MDL (fine-tuned CDL)", cdl_net.state_dict())]
-        if args.scratch:
-            starts.append(("MDL (from scratch)", None))
-        for label, init in starts:
-            width = card.architecture.base_channels
-            if init is None and args.width is not None:
-                width = args.width
-            cfg = TrainingConfig(
-                base_channels=width,
-                epochs=args.epochs,
-                patches_per_epoch=args.patches,
-                learning_rate=args.learning_rate,
-                optimizer=args.optimizer,
-                ce_weight=args.ce_weight,
-                normalisation=norm,
-                val_fraction=0.1 if n >= 10 else 0.0,
-                seed=args.seed,
-                num_threads=args.threads,
-                **parse_overrides(args.set),  # strings; pydantic converts
+    with tempfile.TemporaryDirectory(prefix="phagoflow-mdl-") as tmp:
+        work = Path(tmp)
+        pool = simulate_plate(
+            work / "pool", wells=args.pool_wells, fields=args.pool_fields, seed=args.pool_seed,
+            plate_id=f"{args.setting}-{args.pool_seed}", params=params, progress=progress,
+        )  # fmt: skip
+        spread = spread_fields(pool.truth_dir, args.seed)
+        if max(args.sizes) > len(spread):
+            raise SystemExit(
+                f"--sizes up to {max(args.sizes)} but the pool has {len(spread)} fields"
             )
-            t0 = time.perf_counter()
-            out = train_unet(data, cfg, progress=not args.no_progress, init_state=init)
-            t_train = time.perf_counter() - t0
-            if args.save_models:
-                args.out.mkdir(parents=True, exist_ok=True)
-                tag = "finetuned" if init is not None else "scratch"
-                torch.save(
-                    {"state_dict": out.model.state_dict(), "base_channels": width},
-                    args.out / f"mdl-{tag}-n{n}.pt",
-                )
-            pred = Predictor(TorchBackend(out.model, threads=args.threads), normalisation=norm)
-            sc = score(test, _predict(pred, test))
-            rows.append({"method": label, "n_curated": n, "train_seconds": t_train, **sc})
-            print(
-                f"{label}, N={n}: mean IoU {sc['miou']:.3f}, object F1 {sc['f1']:.3f} "
-                f"(best epoch {out.best_epoch}/{len(out.history)}, {t_train:.0f} s)"
-            )
-
+        test = simulate_plate(
+            work / "test", wells=args.test_wells, fields=args.test_fields, seed=args.test_seed,
+            plate_id=f"{args.setting}-{args.test_seed}", params=params, progress=progress,
+        )  # fmt: skip
+        trained: list[tuple[str, int, MaskSource, float]] = []
+        for n in sorted(args.sizes):
+            curated = work / f"curated-{n}"
+            curated.mkdir()
+            for name in spread[:n]:
+                shutil.copy(pool.truth_dir / f"{name}.tiff", curated / f"{name}.tiff")
+            trained += train_mdl(args, pool.export_dir, curated, n, model_dir, card, work)
+        report = evaluate_plate(
+            test.export_dir, test.truth_dir, methods=["cip", "cdl"], model_dir=model_dir,
+            unets=[src for _, _, src, _ in trained], threads=args.threads, progress=progress,
+        ).to_dict()  # fmt: skip
+    scores = {name: _with_mean_mae(headline_scores(m)) for name, m in report["methods"].items()}
+    rows: list[dict[str, Any]] = [
+        {"method": "CIP", "n_curated": 0, **scores["cip"]},
+        {"method": "CDL", "n_curated": 0, **scores["cdl"]},
+    ]
+    for label, n, src, t_train in trained:
+        rows.append({"method": label, "n_curated": n, "train_seconds": t_train, **scores[src.name]})
     args.out.mkdir(parents=True, exist_ok=True)
     result = {
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
@@ -170,8 +166,57 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _predict(pred: Predictor, fields: list[Any]) -> list[np.ndarray]:
-    return [pred.predict(f.image) for f in fields]
+def train_mdl(
+    args: argparse.Namespace,
+    pool: Path,
+    curated: Path,
+    n: int,
+    model_dir: Path,
+    card: Any,
+    work: Path,
+) -> list[tuple[str, int, MaskSource, float]]:
+    """``phagoflow train POOL --labels CURATED [--init MODEL]``: fine-tuned and/or from scratch."""
+    fields: dict[str, Any] = {
+        "epochs": args.epochs,
+        "patches_per_epoch": args.patches,
+        "learning_rate": args.learning_rate,
+        "optimizer": args.optimizer,
+        "ce_weight": args.ce_weight,
+        "val_fraction": 0.1 if n >= 10 else 0.0,
+        "seed": args.seed,
+        "num_threads": args.threads,
+        **parse_overrides(args.set),
+    }
+    starts: list[tuple[str, str, Path | None, dict[str, Any]]] = []
+    if not args.no_finetune:
+        starts.append(("MDL (fine-tuned CDL)", "finetuned", model_dir, {}))
+    if args.scratch:
+        width = args.width if args.width is not None else card.architecture.base_channels
+        scratch = {"base_channels": width, "normalisation": card.normalisation}
+        starts.append(("MDL (from scratch)", "scratch", None, scratch))
+    out: list[tuple[str, int, MaskSource, float]] = []
+    for label, tag, init, extra in starts:
+        t0 = time.perf_counter()
+        res = train_model(
+            [pool], work / f"mdl-{tag}-n{n}", labels=curated, init=init,
+            config=TrainingConfig.model_validate({**fields, **extra}),
+            name=f"mdl-{tag}-n{n}", progress=not args.no_progress,
+        )  # fmt: skip
+        t_train = time.perf_counter() - t0
+        if args.save_models:
+            shutil.copytree(res.model_dir, args.out / res.model_dir.name, dirs_exist_ok=True)
+        print(
+            f"{label}, N={n}: trained (best epoch {res.best_epoch}/"
+            f"{len(res.card.training['history'])}, {t_train:.0f} s)"
+        )
+        out.append((label, n, MaskSource(f"mdl-{tag}-n{n}", res.model_dir), t_train))
+    return out
+
+
+def _with_mean_mae(scores: dict[str, Any]) -> dict[str, Any]:
+    """Add ``count_mae``: the mean of the two classes' per-well count MAE."""
+    mae = (scores["count_mae_phagophore"] + scores["count_mae_autolysosome"]) / 2
+    return {**scores, "count_mae": mae}
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
