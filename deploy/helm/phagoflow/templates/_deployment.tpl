@@ -1,5 +1,6 @@
 {{/*
-A phagoflow service Deployment. Arguments (dict):
+A phagoflow service Deployment, running the entry point of the deployable folder
+services/<component>/ (copied into the image by deploy/docker/Dockerfile). Arguments (dict):
   root       the top context ($)
   component  ingest | cip | inference | metrics
   values     the component's values
@@ -51,7 +52,8 @@ spec:
         - name: {{ .component }}
           image: {{ include "phagoflow.image" (dict "image" $root.Values.image "root" $root) }}
           imagePullPolicy: {{ $root.Values.image.pullPolicy }}
-          args: ["serve", {{ .component | quote }}]
+          # the deployable's entry point (services/<component>/main.py = `phagoflow serve <component>`)
+          command: ["python", {{ include "phagoflow.entrypoint" .component | quote }}]
           {{- include "phagoflow.containerSecurityContext" $root | nindent 10 }}
           ports:
             - name: http

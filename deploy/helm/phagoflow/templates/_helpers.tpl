@@ -53,6 +53,14 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 {{- end -}}
 
+{{/*
+Entry point of a deployable in the service image: services/<name>/main.py of the repository,
+copied to /opt/phagoflow/services/<name>/ by deploy/docker/Dockerfile. Argument: the name.
+*/}}
+{{- define "phagoflow.entrypoint" -}}
+{{- printf "/opt/phagoflow/services/%s/main.py" . -}}
+{{- end -}}
+
 {{/* image reference from a {registry, repository, tag, digest} map: (dict "image" .Values.image "root" $) */}}
 {{- define "phagoflow.image" -}}
 {{- $tag := .image.tag | default .root.Chart.AppVersion -}}
