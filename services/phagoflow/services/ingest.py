@@ -61,7 +61,7 @@ from phagoflow.core.opera import (
     load_field,
     parse_index,
 )
-from phagoflow.core.opera.catalogue import FieldRecord
+from phagoflow.core.opera.catalogue import ChannelRole, FieldRecord
 from phagoflow.core.screening import ScreeningParameters
 from phagoflow.embedded.screen import load_plate_map
 from phagoflow.services.common import Service, ServiceSettings, log_context
@@ -144,6 +144,23 @@ def _plate_geometry(catalogue: PlateCatalogue) -> dict[str, Any]:
         "plate_columns": catalogue.plate_columns,
         "pixel_size_um": catalogue.pixel_size_um,
         "size_yx": list(catalogue.size_yx),
+    }
+
+
+def _manifest_field(event: ev.FieldAcquired, acquired: float) -> dict[str, Any]:
+    """A published field's entry in the plate manifest (``fields.<name>``)."""
+    return {
+        "published_at": datetime.now(UTC).isoformat(),
+        "acquired_at": _iso(acquired),
+        "channels": {
+            r: {
+                "key": c.object.key,
+                "sha256": c.object.sha256,
+                "intensity_factor": c.intensity_factor or 1.0,
+                "name": c.channel_name,
+            }
+            for r, c in event.channels.items()
+        },
     }
 
 
@@ -374,13 +391,37 @@ class IngestService(Service):
             well_fields_expected=expected[0].get(key.well, 0),
             plate_fields_expected=expected[1],
         )
+        uploaded, acquired = self._upload_channels(event, catalogue, record, planes)
+        event.acquired_at.CopyFrom(ev.to_timestamp(datetime.fromtimestamp(acquired, UTC)))
+        t1 = time.perf_counter()
+        publish(self.producer, ev.Topic.FIELDS_ACQUIRED.value, event)
+        export.manifest["fields"][key.name] = _manifest_field(event, acquired)
+        self._save_manifest(plate, export.manifest)
+        self.m_fields.inc()
+        self.m_bytes.inc(uploaded)
+        self.m_stage.labels("upload", "ingest").observe(t1 - t0)
+        logger.info("field %s published (%d bytes)", key.name, uploaded)
+
+    def _upload_channels(
+        self,
+        event: ev.FieldAcquired,
+        catalogue: PlateCatalogue,
+        record: FieldRecord,
+        planes: dict[ChannelRole, bytes],
+    ) -> tuple[int, float]:
+        """Store a field's channel TIFFs and describe them in ``event``.
+
+        Returns the bytes uploaded and the newest file time of the channels (epoch seconds).
+        """
         channel_of = {role: c for c in catalogue.channels for role in c.roles}
         mtimes = []
         uploaded = 0
         for role, src in record.sources.items():
             data = planes[role]
             ref = self.store.put_bytes(
-                ev.raw_object_key(plate, key, role), data, content_type="image/tiff"
+                ev.raw_object_key(catalogue.plate_id, record.key, role),
+                data,
+                content_type="image/tiff",
             )
             uploaded += len(data)
             image = event.channels[role.value]
@@ -390,27 +431,7 @@ class IngestService(Service):
             if src.factor != 1.0:
                 image.intensity_factor = src.factor
             mtimes.append(os.stat(src.path).st_mtime)
-        event.acquired_at.CopyFrom(ev.to_timestamp(datetime.fromtimestamp(max(mtimes), UTC)))
-        t1 = time.perf_counter()
-        publish(self.producer, ev.Topic.FIELDS_ACQUIRED.value, event)
-        export.manifest["fields"][key.name] = {
-            "published_at": datetime.now(UTC).isoformat(),
-            "acquired_at": _iso(max(mtimes)),
-            "channels": {
-                r: {
-                    "key": c.object.key,
-                    "sha256": c.object.sha256,
-                    "intensity_factor": c.intensity_factor or 1.0,
-                    "name": c.channel_name,
-                }
-                for r, c in event.channels.items()
-            },
-        }
-        self._save_manifest(plate, export.manifest)
-        self.m_fields.inc()
-        self.m_bytes.inc(uploaded)
-        self.m_stage.labels("upload", "ingest").observe(t1 - t0)
-        logger.info("field %s published (%d bytes)", key.name, uploaded)
+        return uploaded, max(mtimes)
 
     def _fail(
         self,

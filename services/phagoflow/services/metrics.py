@@ -362,65 +362,78 @@ class _StateCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         state: MetricsState = self._state_of()
-        objects = GaugeMetricFamily(
-            "phagoflow_well_objects",
-            "Objects counted in a well (total over its fields), per method and class",
-            labels=["plate", "well", "method", "class"],
-        )
-        fields = GaugeMetricFamily(
-            "phagoflow_well_fields",
-            "Fields of a well with a result, per method",
-            labels=["plate", "well", "method"],
-        )
-        disagreement = GaugeMetricFamily(
-            "phagoflow_cip_cdl_disagreement",
-            "Per-well CIP-vs-CDL relative difference of the total counts (|a-b|/mean)",
-            labels=["plate", "well", "class"],
-        )
-        expected = GaugeMetricFamily(
-            "phagoflow_plate_fields_expected",
-            "Fields the plate's export announces (0 until the first field arrives)",
-            labels=["plate"],
-        )
-        plates = GaugeMetricFamily(
-            "phagoflow_plate_fields_done",
-            "Fields with a result per plate and method",
-            labels=["plate", "method"],
-        )
-        complete = GaugeMetricFamily(
-            "phagoflow_plate_complete", "1 when the plate is complete", labels=["plate"]
-        )
-        z_prime = GaugeMetricFamily(
-            "phagoflow_plate_z_prime",
-            "Z' of a mapped plate from its control wells, per method and readout",
-            labels=["plate", "method", "readout"],
-        )
-        hits = GaugeMetricFamily(
-            "phagoflow_plate_hits",
-            "Hit wells of a mapped plate (robust z of the hit readout), per method",
-            labels=["plate", "method"],
-        )
+        g = {key: GaugeMetricFamily(name, doc, labels=labels) for key, name, doc, labels in _GAUGES}
         with state.lock:
             for plate in list(state.plates):
-                wells = state.wells(plate)
-                for w in wells:
-                    objects.add_metric([plate, w.well, w.method, "phagophore"], w.phagophores)
-                    objects.add_metric([plate, w.well, w.method, "autolysosome"], w.autolysosomes)
-                    fields.add_metric([plate, w.well, w.method], w.fields)
-                for d in well_disagreement(wells, "cip", "cdl"):
-                    for cls, value in (
-                        ("phagophore", d.phagophores),
-                        ("autolysosome", d.autolysosomes),
-                    ):
-                        if math.isfinite(value):
-                            disagreement.add_metric([plate, d.well, cls], value)
-                ps = state.plates[plate]
-                expected.add_metric([plate], ps.fields_expected)
-                for m in ps.methods_seen():
-                    plates.add_metric([plate, m], len(ps.done_fields(m)))
-                complete.add_metric([plate], 1.0 if ps.complete_at else 0.0)
-                _add_statistics(z_prime, hits, plate, ps.statistics)
-        yield from (objects, fields, disagreement, expected, plates, complete, z_prime, hits)
+                _add_plate(g, state, plate)
+        yield from g.values()
+
+
+#: The per-scrape gauges: key, name, help, labels (in exposition order).
+_GAUGES: tuple[tuple[str, str, str, list[str]], ...] = (
+    (
+        "objects",
+        "phagoflow_well_objects",
+        "Objects counted in a well (total over its fields), per method and class",
+        ["plate", "well", "method", "class"],
+    ),
+    (
+        "fields",
+        "phagoflow_well_fields",
+        "Fields of a well with a result, per method",
+        ["plate", "well", "method"],
+    ),
+    (
+        "disagreement",
+        "phagoflow_cip_cdl_disagreement",
+        "Per-well CIP-vs-CDL relative difference of the total counts (|a-b|/mean)",
+        ["plate", "well", "class"],
+    ),
+    (
+        "expected",
+        "phagoflow_plate_fields_expected",
+        "Fields the plate's export announces (0 until the first field arrives)",
+        ["plate"],
+    ),
+    (
+        "plates",
+        "phagoflow_plate_fields_done",
+        "Fields with a result per plate and method",
+        ["plate", "method"],
+    ),
+    ("complete", "phagoflow_plate_complete", "1 when the plate is complete", ["plate"]),
+    (
+        "z_prime",
+        "phagoflow_plate_z_prime",
+        "Z' of a mapped plate from its control wells, per method and readout",
+        ["plate", "method", "readout"],
+    ),
+    (
+        "hits",
+        "phagoflow_plate_hits",
+        "Hit wells of a mapped plate (robust z of the hit readout), per method",
+        ["plate", "method"],
+    ),
+)
+
+
+def _add_plate(g: dict[str, GaugeMetricFamily], state: MetricsState, plate: str) -> None:
+    """One plate's samples of every gauge of :data:`_GAUGES` (under ``state.lock``)."""
+    wells = state.wells(plate)
+    for w in wells:
+        g["objects"].add_metric([plate, w.well, w.method, "phagophore"], w.phagophores)
+        g["objects"].add_metric([plate, w.well, w.method, "autolysosome"], w.autolysosomes)
+        g["fields"].add_metric([plate, w.well, w.method], w.fields)
+    for d in well_disagreement(wells, "cip", "cdl"):
+        for cls, value in (("phagophore", d.phagophores), ("autolysosome", d.autolysosomes)):
+            if math.isfinite(value):
+                g["disagreement"].add_metric([plate, d.well, cls], value)
+    ps = state.plates[plate]
+    g["expected"].add_metric([plate], ps.fields_expected)
+    for m in ps.methods_seen():
+        g["plates"].add_metric([plate, m], len(ps.done_fields(m)))
+    g["complete"].add_metric([plate], 1.0 if ps.complete_at else 0.0)
+    _add_statistics(g["z_prime"], g["hits"], plate, ps.statistics)
 
 
 def _add_statistics(

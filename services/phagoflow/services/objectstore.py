@@ -21,9 +21,15 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import urllib3
-from minio import Minio
-from minio.error import InvalidResponseError, S3Error, ServerError
+try:
+    import urllib3
+    from minio import Minio
+    from minio.error import InvalidResponseError, S3Error, ServerError
+except ModuleNotFoundError as _exc:  # registry, k8s, review and services need it, run does not
+    raise ModuleNotFoundError(
+        f"{_exc}: the object store needs the stream extra: pip install 'phagoflow[stream]'",
+        name=_exc.name,
+    ) from _exc
 
 from phagoflow.events import ObjectRef
 from phagoflow.services.common import ServiceSettings
