@@ -14,10 +14,8 @@ IntArray = NDArray[np.int64]
 _EIGHT_CONNECTED: Final[NDArray[np.bool_]] = np.ones((3, 3), dtype=bool)
 
 
-def _validate_label_pair(
-    truth: ArrayLike, pred: ArrayLike, n_classes: int
-) -> tuple[NDArray[Any], NDArray[Any]]:
-    """Return ``truth`` and ``pred`` as ``(H, W)`` integer arrays with labels in ``0..C-1``."""
+def _validate_pair_shapes(truth: ArrayLike, pred: ArrayLike) -> tuple[NDArray[Any], NDArray[Any]]:
+    """``truth`` and ``pred`` as arrays of one ``(H, W)`` shape; ``ValueError`` quoting both."""
     t = np.asarray(truth)
     p = np.asarray(pred)
     if t.shape != p.shape:
@@ -26,6 +24,14 @@ def _validate_label_pair(
         )
     if t.ndim != 2:
         raise ValueError(f"masks must be 2-D (H, W), got shape {t.shape}")
+    return t, p
+
+
+def _validate_label_pair(
+    truth: ArrayLike, pred: ArrayLike, n_classes: int
+) -> tuple[NDArray[Any], NDArray[Any]]:
+    """Return ``truth`` and ``pred`` as ``(H, W)`` integer arrays with labels in ``0..C-1``."""
+    t, p = _validate_pair_shapes(truth, pred)
     for name, a in (("truth", t), ("prediction", p)):
         if a.dtype == bool:
             continue
@@ -43,14 +49,7 @@ def _validate_binary_pair(
     truth: ArrayLike, pred: ArrayLike
 ) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
     """Return two ``(H, W)`` boolean masks of equal shape."""
-    t = np.asarray(truth)
-    p = np.asarray(pred)
-    if t.shape != p.shape:
-        raise ValueError(
-            f"truth and prediction masks differ in shape: truth {t.shape}, prediction {p.shape}"
-        )
-    if t.ndim != 2:
-        raise ValueError(f"masks must be 2-D (H, W), got shape {t.shape}")
+    t, p = _validate_pair_shapes(truth, pred)
     return t.astype(bool, copy=False), p.astype(bool, copy=False)
 
 

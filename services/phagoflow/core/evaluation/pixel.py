@@ -88,6 +88,23 @@ def class_iou(confusion: ArrayLike) -> FloatArray:
     return _ratio(tp, tp + fp + fn)
 
 
+def normalized_confusion(confusion: ArrayLike) -> FloatArray:
+    """A confusion matrix divided by its row sums (the true pixels of each class).
+
+    Parameters
+    ----------
+    confusion : (C, C) array_like of int
+        Pixel confusion matrix, rows = truth, columns = prediction.
+
+    Returns
+    -------
+    (C, C) ndarray of float64
+        Row-normalised matrix; rows of classes absent from the truth are ``nan``.
+    """
+    m = np.asarray(confusion)
+    return _ratio(m, m.sum(axis=1, keepdims=True))
+
+
 def one_vs_rest_counts(
     confusion: ArrayLike,
 ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:

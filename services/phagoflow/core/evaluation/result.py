@@ -6,8 +6,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from phagoflow.core.evaluation._common import FloatArray, IntArray, _json_float, _ratio
+from phagoflow.core.evaluation._common import FloatArray, IntArray, _json_float
 from phagoflow.core.evaluation.matching import BoxStats
+from phagoflow.core.evaluation.pixel import normalized_confusion
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ class EvaluationResult:
 
         Rows of classes absent from the truth are ``nan``.
         """
-        return _ratio(self.confusion, self.confusion.sum(axis=1, keepdims=True))
+        return normalized_confusion(self.confusion)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable summary (``nan`` -> ``None``); ``json.dumps`` accepts it."""
