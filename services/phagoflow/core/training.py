@@ -393,12 +393,43 @@ def train_unet(
     cfg = config if config is not None else TrainingConfig()
     t_start = time.perf_counter()
     _validate_data(data, cfg)
-    n = len(data.images)
-    train_idx, val_idx = _split(n, cfg.val_fraction, cfg.seed)
+    train_idx, val_idx = _split(len(data.images), cfg.val_fraction, cfg.seed)
     checksums = {
         name: {"image_sha256": _sha(img), "label_sha256": _sha(lab)}
         for name, img, lab in zip(data.names, data.images, data.labels, strict=True)
     }
+    fields, labels = _prepared_fields(data, cfg)
+    unet_config = UNetConfig(base_channels=cfg.base_channels)
+
+    with _torch_state(cfg) as threads:
+        loop = _TrainingLoop.start(cfg, unet_config, init_state)
+        history, stopped_early = loop.run(
+            fields, labels, data.truth, train_idx, val_idx, progress=progress, log=log
+        )
+        assert loop.best_state is not None
+        loop.model.load_state_dict(loop.best_state)
+        model = loop.model.cpu().eval()
+
+    return TrainingOutcome(
+        model=model,
+        history=history,
+        best_epoch=loop.best_epoch,
+        training_time_s=time.perf_counter() - t_start,
+        config=cfg,
+        unet_config=unet_config,
+        normalisation=cfg.normalisation,
+        train_names=[data.names[i] for i in train_idx],
+        val_names=[data.names[i] for i in val_idx],
+        num_threads=threads,
+        stopped_early=stopped_early,
+        data_checksums=checksums,
+    )
+
+
+def _prepared_fields(
+    data: TrainingData, cfg: TrainingConfig
+) -> tuple[list[NDArray[np.float32]], list[NDArray[np.uint8]]]:
+    """Normalised fields and (boundary-banded) uint8 labels, in the order of ``data``."""
     fields = []
     for name, img in zip(data.names, data.images, strict=True):
         try:
@@ -411,10 +442,35 @@ def train_unet(
         else np.asarray(lab, dtype=np.uint8)
         for lab in data.labels
     ]
-    unet_config = UNetConfig(base_channels=cfg.base_channels)
-    device = torch.device(cfg.device)
+    return fields, labels
 
-    with _torch_state(cfg) as threads:
+
+@dataclass
+class _TrainingLoop:
+    """The model, optimiser and sampling state of one run, and its best checkpoint so far."""
+
+    cfg: TrainingConfig
+    model: UNet
+    device: torch.device
+    loss_fn: GeneralisedDiceLoss
+    optimiser: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.StepLR
+    rng: np.random.Generator
+    steps: int
+    best_state: dict[str, torch.Tensor] | None = None
+    best_score: float = -math.inf
+    best_epoch: int = 0
+    since_best: int = 0
+
+    @classmethod
+    def start(
+        cls,
+        cfg: TrainingConfig,
+        unet_config: UNetConfig,
+        init_state: Mapping[str, torch.Tensor] | None,
+    ) -> _TrainingLoop:
+        """Seed torch, build the model (from ``init_state`` if given), loss and optimiser."""
+        device = torch.device(cfg.device)
         torch.manual_seed(cfg.seed)
         model = UNet(unet_config).to(device)
         if init_state is not None:
@@ -431,40 +487,35 @@ def train_unet(
         )
         rng = np.random.default_rng([cfg.seed, 1])
         steps = math.ceil(cfg.patches_per_epoch / cfg.batch_size)
+        return cls(cfg, model, device, loss_fn, optimiser, scheduler, rng, steps)
+
+    def run(
+        self,
+        fields: list[NDArray[np.float32]],
+        labels: list[NDArray[np.uint8]],
+        truth: list[NDArray[np.uint8]] | None,
+        train_idx: list[int],
+        val_idx: list[int],
+        *,
+        progress: bool,
+        log: Callable[[dict[str, Any]], None] | None,
+    ) -> tuple[list[EpochRecord], bool]:
+        """Train epoch after epoch; returns the history and whether it stopped early."""
+        cfg = self.cfg
         history: list[EpochRecord] = []
-        best_state: dict[str, torch.Tensor] | None = None
-        best_score, best_epoch, since_best, stopped_early = -math.inf, 0, 0, False
-        bar = tqdm(total=cfg.epochs * steps, disable=not progress, desc="train U-Net", unit="batch")
+        total_steps = cfg.epochs * self.steps
+        bar = tqdm(total=total_steps, disable=not progress, desc="train U-Net", unit="batch")
         try:
             for epoch in range(1, cfg.epochs + 1):
-                lr = float(optimiser.param_groups[0]["lr"])
+                lr = float(self.optimiser.param_groups[0]["lr"])
                 t0 = time.perf_counter()
-                model.train()
-                total = 0.0
-                for step in range(1, steps + 1):
-                    xb, yb = _sample_batch(fields, labels, train_idx, cfg, rng)
-                    x = torch.from_numpy(xb).to(device)
-                    y = torch.from_numpy(yb).to(device)
-                    loss = loss_fn(model(x), y)
-                    if not bool(torch.isfinite(loss)):
-                        raise TrainingError(
-                            f"loss became {loss.item()} at epoch {epoch}, step {step} "
-                            f"(learning rate {lr:g}); lower the learning rate or check the "
-                            "input fields"
-                        )
-                    optimiser.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimiser.step()
-                    total += loss.item()
-                    bar.update(1)
-                    bar.set_postfix(epoch=epoch, loss=f"{total / step:.4f}", refresh=False)
-                scheduler.step()
+                train_loss = self._train_epoch(fields, labels, train_idx, epoch, lr, bar)
                 t_train = time.perf_counter() - t0
-                val = _validate_epoch(model, fields, labels, data.truth, val_idx, loss_fn, cfg)
+                val = _validate_epoch(self.model, fields, labels, truth, val_idx, self.loss_fn, cfg)
                 record = EpochRecord(
                     epoch=epoch,
                     learning_rate=lr,
-                    train_loss=total / steps,
+                    train_loss=train_loss,
                     val_loss=val["loss"],
                     val_iou_weak=val["iou_weak"],
                     val_miou_weak=val["miou_weak"],
@@ -472,44 +523,60 @@ def train_unet(
                     val_miou_truth=val["miou_truth"],
                     train_seconds=t_train,
                     val_seconds=time.perf_counter() - t0 - t_train,
-                    patches_per_s=steps * cfg.batch_size / t_train,
+                    patches_per_s=self.steps * cfg.batch_size / t_train,
                 )
                 history.append(record)
                 bar.set_postfix(_postfix(record), refresh=True)
                 if log is not None:
                     log(asdict(record))
-                score = _score(record, cfg.select_by, has_val=bool(val_idx))
-                if score > best_score:
-                    best_score, best_epoch, since_best = score, epoch, 0
-                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                else:
-                    since_best += 1
-                    if (
-                        cfg.early_stopping_patience is not None
-                        and since_best >= cfg.early_stopping_patience
-                    ):
-                        stopped_early = True
-                        break
+                if self._keep_best(record, has_val=bool(val_idx)):
+                    return history, True
         finally:
             bar.close()
-        assert best_state is not None
-        model.load_state_dict(best_state)
-        model = model.cpu().eval()
+        return history, False
 
-    return TrainingOutcome(
-        model=model,
-        history=history,
-        best_epoch=best_epoch,
-        training_time_s=time.perf_counter() - t_start,
-        config=cfg,
-        unet_config=unet_config,
-        normalisation=cfg.normalisation,
-        train_names=[data.names[i] for i in train_idx],
-        val_names=[data.names[i] for i in val_idx],
-        num_threads=threads,
-        stopped_early=stopped_early,
-        data_checksums=checksums,
-    )
+    def _train_epoch(
+        self,
+        fields: list[NDArray[np.float32]],
+        labels: list[NDArray[np.uint8]],
+        train_idx: list[int],
+        epoch: int,
+        lr: float,
+        bar: Any,
+    ) -> float:
+        """One epoch of ``steps`` batches, then a scheduler step; returns the mean loss."""
+        self.model.train()
+        total = 0.0
+        for step in range(1, self.steps + 1):
+            xb, yb = _sample_batch(fields, labels, train_idx, self.cfg, self.rng)
+            x = torch.from_numpy(xb).to(self.device)
+            y = torch.from_numpy(yb).to(self.device)
+            loss = self.loss_fn(self.model(x), y)
+            if not bool(torch.isfinite(loss)):
+                raise TrainingError(
+                    f"loss became {loss.item()} at epoch {epoch}, step {step} "
+                    f"(learning rate {lr:g}); lower the learning rate or check the "
+                    "input fields"
+                )
+            self.optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimiser.step()
+            total += loss.item()
+            bar.update(1)
+            bar.set_postfix(epoch=epoch, loss=f"{total / step:.4f}", refresh=False)
+        self.scheduler.step()
+        return total / self.steps
+
+    def _keep_best(self, record: EpochRecord, *, has_val: bool) -> bool:
+        """Keep the weights if ``record`` scores best so far; ``True`` when patience ran out."""
+        score = _score(record, self.cfg.select_by, has_val=has_val)
+        if score > self.best_score:
+            self.best_score, self.best_epoch, self.since_best = score, record.epoch, 0
+            self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            return False
+        self.since_best += 1
+        patience = self.cfg.early_stopping_patience
+        return patience is not None and self.since_best >= patience
 
 
 def ignore_boundary_band(label: NDArray[np.uint8], width_px: int) -> NDArray[np.uint8]:

@@ -60,6 +60,7 @@ from numpy.typing import NDArray
 from tqdm import tqdm
 
 from phagoflow.core.cip import CipParameters
+from phagoflow.core.classes import OBJECT_CLASSES
 from phagoflow.core.counting import FieldCounts, aggregate_wells, count_field, measure_objects
 from phagoflow.core.evaluation import (
     CountErrors,
@@ -87,7 +88,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Count columns, in the order of :class:`~phagoflow.core.evaluation.CountErrors` arrays.
-COUNT_CLASSES: tuple[str, str] = ("phagophores", "autolysosomes")
+COUNT_CLASSES: tuple[str, ...] = tuple(c.plural for c in OBJECT_CLASSES)
 _TRUTH = "truth"
 _TRUTH_INSTANCES = "truth-instances"
 _REPORT_FORMAT = 1
@@ -166,7 +167,7 @@ class EvaluationReport:
         by_well: dict[str, dict[str, Any]] = {}
         for w in aggregate_wells(self.field_counts):
             entry = by_well.setdefault(w.well, {"well": w.well, "fields": w.fields, "methods": {}})
-            counts = {"phagophores": w.phagophores, "autolysosomes": w.autolysosomes}
+            counts = {name: getattr(w, name) for name in COUNT_CLASSES}
             if w.method == _TRUTH:
                 entry["truth"] = counts
             elif w.method == _TRUTH_INSTANCES:
@@ -446,6 +447,65 @@ def evaluate_plate(
     """
     t_start = time.perf_counter()
     cfg = config if config is not None else EvaluationConfig()
+    names = _method_names(methods, unets, masks)
+    truth = _PlateTruth.read(export, truth_dir, held_out_by, channel_roles)
+    mask_maps = _mask_maps(masks, truth)
+    segmenters = _segmenters(
+        methods,
+        unets,
+        model_dir=model_dir,
+        cip_params=cip_params,
+        backend=backend,
+        batch_size=batch_size,
+        threads=threads,
+    )
+    provenance: dict[str, dict[str, Any]] = {
+        m: {**seg.provenance, "fingerprint": seg.fingerprint} for m, seg in segmenters.items()
+    }
+    for u in unets:
+        provenance[u.name]["method"] = u.name
+    for src in masks:
+        provenance[src.name] = _mask_provenance(src, truth.cat, len(mask_maps[src.name]))
+
+    tally = _Tally(truth, {n: SegmentationScores(config=cfg) for n in names})
+    bar = tqdm(
+        truth.records, desc=f"{truth.cat.plate_id} evaluate", unit="field", disable=not progress
+    )
+    for rec in bar:
+        preds = _predictions(truth, rec, segmenters, mask_maps)
+        if isinstance(preds, str):
+            tally.skipped.append({"field": rec.key.name, "reason": preds})
+        else:
+            tally.add(rec, preds)
+    bar.close()
+    if not tally.evaluated:
+        reasons = "; ".join(f"{s['field']}: {s['reason']}" for s in tally.skipped[:3])
+        raise ValueError(f"every field with a truth mask was skipped ({reasons})")
+    if tally.skipped:
+        logger.warning("%d field(s) skipped for every method (see 'skipped')", len(tally.skipped))
+
+    errors, errors_inst = tally.count_errors()
+    return EvaluationReport(
+        catalogue=truth.cat,
+        truth_dir=truth.root,
+        config=cfg,
+        results={n: tally.scores[n].result() for n in names},
+        scores=tally.scores,
+        provenance=provenance,
+        field_counts=tally.counts,
+        count_errors=errors,
+        count_errors_instances=errors_inst,
+        fields=tally.evaluated,
+        skipped=tally.skipped,
+        seconds=time.perf_counter() - t_start,
+        held_out_by=truth.holdout,
+    )
+
+
+def _method_names(
+    methods: Sequence[str], unets: Sequence[MaskSource], masks: Sequence[MaskSource]
+) -> list[str]:
+    """Every method's report name, in order; ``ValueError`` on none, unknown or duplicate."""
     names = [*methods, *(u.name for u in unets), *(m.name for m in masks)]
     if not names:
         raise ValueError("nothing to evaluate: give --methods, --unet and/or --masks")
@@ -460,154 +520,190 @@ def evaluate_plate(
             f"method name(s) {', '.join(dupes)} used twice or reserved; name mask folders and "
             "U-Nets with NAME=DIR"
         )
+    return names
 
-    cat = read_plate(export, channel_roles=channel_roles)
-    root = _truth_root(Path(truth_dir), cat.plate_id)
-    truth_paths = load_masks_dir(root)
-    records = [r for r in cat.fields if r.key.name in truth_paths]
-    if not records:
-        raise ValueError(
-            f"no truth mask in {root} matches a field of plate {cat.plate_id} "
-            f"({len(truth_paths)} mask(s) there; expected names like "
-            f"{cat.fields[0].key.name if cat.fields else 'r02c02f01p01'}.tiff)"
+
+@dataclass
+class _PlateTruth:
+    """The plate, its fields with a truth mask (held-out ones only, if asked) and their masks."""
+
+    cat: PlateCatalogue
+    root: Path
+    paths: dict[str, Path]
+    records: list[FieldRecord]
+    holdout: dict[str, Any] | None
+    instance_paths: dict[str, Path]
+
+    @classmethod
+    def read(
+        cls,
+        export: Path,
+        truth_dir: Path,
+        held_out_by: Path | None,
+        channel_roles: RoleOverrides | None,
+    ) -> _PlateTruth:
+        cat = read_plate(export, channel_roles=channel_roles)
+        root = _truth_root(Path(truth_dir), cat.plate_id)
+        truth_paths = load_masks_dir(root)
+        records = [r for r in cat.fields if r.key.name in truth_paths]
+        if not records:
+            raise ValueError(
+                f"no truth mask in {root} matches a field of plate {cat.plate_id} "
+                f"({len(truth_paths)} mask(s) there; expected names like "
+                f"{cat.fields[0].key.name if cat.fields else 'r02c02f01p01'}.tiff)"
+            )
+        holdout_info: dict[str, Any] | None = None
+        if held_out_by is not None:
+            records, holdout_info = _restrict_to_holdout(records, cat, Path(held_out_by), root)
+        inst_dir = root / "instances"
+        inst_paths = load_masks_dir(inst_dir) if inst_dir.is_dir() else {}
+        return cls(cat, root, truth_paths, records, holdout_info, inst_paths)
+
+    @property
+    def has_instances(self) -> bool:
+        """Every evaluated field has an instance mask."""
+        return bool(self.instance_paths) and all(
+            r.key.name in self.instance_paths for r in self.records
         )
-    holdout_info: dict[str, Any] | None = None
-    if held_out_by is not None:
-        records, holdout_info = _restrict_to_holdout(records, cat, Path(held_out_by), root)
-    inst_dir = root / "instances"
-    inst_paths = load_masks_dir(inst_dir) if inst_dir.is_dir() else {}
-    use_instances = bool(inst_paths) and all(r.key.name in inst_paths for r in records)
 
+
+def _mask_maps(masks: Sequence[MaskSource], truth: _PlateTruth) -> dict[str, dict[str, Path]]:
+    """Field name → mask file of each mask folder; ``ValueError`` on a missing or unmatched one."""
     mask_maps: dict[str, dict[str, Path]] = {}
     for src in masks:
         if not src.path.is_dir():
             raise ValueError(f"mask folder {src.path} ({src.name}) does not exist")
         found = load_masks_dir(src.path)
-        if not any(r.key.name in found for r in records):
+        if not any(r.key.name in found for r in truth.records):
             raise ValueError(
-                f"no mask in {src.path} ({src.name}) matches a field with a truth mask in {root}"
+                f"no mask in {src.path} ({src.name}) matches a field with a truth mask in "
+                f"{truth.root}"
             )
         mask_maps[src.name] = found
+    return mask_maps
 
+
+def _segmenters(
+    methods: Sequence[str],
+    unets: Sequence[MaskSource],
+    *,
+    model_dir: Path | None,
+    cip_params: CipParameters | None,
+    backend: str,
+    batch_size: int,
+    threads: int | None,
+) -> dict[str, Segmenter]:
+    """The segmenters run now: ``methods``, then each U-Net folder under its name."""
     if "cdl" in methods and model_dir is None:
         from phagoflow.core.inference import default_model_dir
 
         if not (default_model_dir() / "card.json").is_file():
             raise ValueError("no default model; pass --model or run `make model`")
-    segmenters: dict[str, Segmenter] = {
-        m: make_segmenter(
-            m,
+
+    def make(method: str, path: Path | None) -> Segmenter:
+        return make_segmenter(
+            method,
             cip_params=cip_params,
-            model_dir=model_dir,
+            model_dir=path,
             backend=backend,
             batch_size=batch_size,
             threads=threads,
         )
-        for m in methods
-    }
-    for u in unets:
-        seg = make_segmenter(
-            "cdl", model_dir=u.path, backend=backend, batch_size=batch_size, threads=threads
-        )
-        segmenters[u.name] = seg
-    provenance: dict[str, dict[str, Any]] = {
-        m: {**seg.provenance, "fingerprint": seg.fingerprint} for m, seg in segmenters.items()
-    }
-    for u in unets:
-        provenance[u.name]["method"] = u.name
-    for src in masks:
-        provenance[src.name] = _mask_provenance(src, cat, len(mask_maps[src.name]))
 
-    scores = {n: SegmentationScores(config=cfg) for n in names}
-    counts: list[FieldCounts] = []
-    evaluated: list[str] = []
-    skipped: list[dict[str, str]] = []
-    shape = cat.size_yx
-    px = cat.pixel_size_um
-    bar = tqdm(records, desc=f"{cat.plate_id} evaluate", unit="field", disable=not progress)
-    for rec in bar:
-        fname = rec.key.name
-        truth = read_mask(truth_paths[fname], shape)
-        missing = [n for n, found in mask_maps.items() if fname not in found]
-        if missing:
-            skipped.append({"field": fname, "reason": f"no mask for {', '.join(missing)}"})
-            continue
-        preds: dict[str, NDArray[Any]] = {}
-        if segmenters:
+    segmenters = {m: make(m, model_dir) for m in methods}
+    for u in unets:
+        segmenters[u.name] = make("cdl", u.path)
+    return segmenters
+
+
+def _predictions(
+    truth: _PlateTruth,
+    rec: FieldRecord,
+    segmenters: dict[str, Segmenter],
+    mask_maps: dict[str, dict[str, Path]],
+) -> dict[str, NDArray[Any]] | str:
+    """Every method's mask of one field, or why the field is skipped."""
+    fname = rec.key.name
+    missing = [n for n, found in mask_maps.items() if fname not in found]
+    if missing:
+        return f"no mask for {', '.join(missing)}"
+    preds: dict[str, NDArray[Any]] = {}
+    if segmenters:
+        try:
+            image = load_field(truth.cat, rec)
+        except (PlateFormatError, OSError) as exc:
+            logger.warning("skipping %s: %s", fname, exc)
+            return f"{type(exc).__name__}: {exc}"
+        for m, seg in segmenters.items():
             try:
-                image = load_field(cat, rec)
-            except (PlateFormatError, OSError) as exc:
-                logger.warning("skipping %s: %s", fname, exc)
-                skipped.append({"field": fname, "reason": f"{type(exc).__name__}: {exc}"})
-                continue
-            failed = None
-            for m, seg in segmenters.items():
-                try:
-                    preds[m] = seg.segment(image, px)
-                except Exception as exc:
-                    logger.warning("skipping %s: %s failed", fname, m, exc_info=True)
-                    failed = f"{m} failed: {type(exc).__name__}: {exc}"
-                    break
-            if failed is not None:
-                skipped.append({"field": fname, "reason": failed})
-                continue
-        for n, found in mask_maps.items():
-            preds[n] = read_mask(found[fname], shape)
+                preds[m] = seg.segment(image, truth.cat.pixel_size_um)
+            except Exception as exc:
+                logger.warning("skipping %s: %s failed", fname, m, exc_info=True)
+                return f"{m} failed: {type(exc).__name__}: {exc}"
+    for n, found in mask_maps.items():
+        preds[n] = read_mask(found[fname], truth.cat.size_yx)
+    return preds
 
-        for n in names:
-            scores[n].add(truth, preds[n])
-            counts.append(
-                _counts(preds[n], plate=cat.plate_id, key=rec.key, method=n, pixel_size_um=px)
+
+@dataclass
+class _Tally:
+    """Scores and object counts of the fields evaluated so far, and the fields skipped."""
+
+    truth: _PlateTruth
+    scores: dict[str, SegmentationScores]
+    counts: list[FieldCounts] = field(default_factory=list)
+    evaluated: list[str] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    use_instances: bool = False
+
+    def __post_init__(self) -> None:
+        self.use_instances = self.truth.has_instances
+
+    def add(self, rec: FieldRecord, preds: dict[str, NDArray[Any]]) -> None:
+        """Score and count one field's predictions, and count its truth."""
+        cat, fname = self.truth.cat, rec.key.name
+        shape, px = cat.size_yx, cat.pixel_size_um
+        truth = read_mask(self.truth.paths[fname], shape)
+
+        def count(mask: NDArray[Any], method: str, labels: NDArray[Any] | None = None) -> None:
+            self.counts.append(
+                _counts(
+                    mask,
+                    plate=cat.plate_id,
+                    key=rec.key,
+                    method=method,
+                    pixel_size_um=px,
+                    labels=labels,
+                )
             )
-        counts.append(
-            _counts(truth, plate=cat.plate_id, key=rec.key, method=_TRUTH, pixel_size_um=px)
-        )
-        if use_instances:
+
+        for n, scores in self.scores.items():
+            scores.add(truth, preds[n])
+            count(preds[n], n)
+        count(truth, _TRUTH)
+        if self.use_instances:
             try:
-                inst = _read_instances(inst_paths[fname], shape)
-                counts.append(
-                    _counts(
-                        truth,
-                        plate=cat.plate_id,
-                        key=rec.key,
-                        method=_TRUTH_INSTANCES,
-                        pixel_size_um=px,
-                        labels=inst,
-                    )
+                count(
+                    truth,
+                    _TRUTH_INSTANCES,
+                    _read_instances(self.truth.instance_paths[fname], shape),
                 )
             except ValueError as exc:
                 logger.warning("instance counts off: %s", exc)
-                use_instances = False
-                counts = [c for c in counts if c.method != _TRUTH_INSTANCES]
-        evaluated.append(fname)
-    bar.close()
-    if not evaluated:
-        reasons = "; ".join(f"{s['field']}: {s['reason']}" for s in skipped[:3])
-        raise ValueError(f"every field with a truth mask was skipped ({reasons})")
-    if skipped:
-        logger.warning("%d field(s) skipped for every method (see 'skipped')", len(skipped))
+                self.use_instances = False
+                self.counts = [c for c in self.counts if c.method != _TRUTH_INSTANCES]
+        self.evaluated.append(fname)
 
-    truth_table = _well_table(counts, _TRUTH)
-    errors = {n: count_errors(truth_table, _well_table(counts, n)) for n in names}
-    errors_inst: dict[str, CountErrors] | None = None
-    if use_instances:
-        inst_table = _well_table(counts, _TRUTH_INSTANCES)
-        errors_inst = {n: count_errors(inst_table, _well_table(counts, n)) for n in names}
-    return EvaluationReport(
-        catalogue=cat,
-        truth_dir=root,
-        config=cfg,
-        results={n: scores[n].result() for n in names},
-        scores=scores,
-        provenance=provenance,
-        field_counts=counts,
-        count_errors=errors,
-        count_errors_instances=errors_inst,
-        fields=evaluated,
-        skipped=skipped,
-        seconds=time.perf_counter() - t_start,
-        held_out_by=holdout_info,
-    )
+    def count_errors(self) -> tuple[dict[str, CountErrors], dict[str, CountErrors] | None]:
+        """Per-well count errors of each method against the truth (and its instance masks)."""
+        truth_table = _well_table(self.counts, _TRUTH)
+        errors = {n: count_errors(truth_table, _well_table(self.counts, n)) for n in self.scores}
+        if not self.use_instances:
+            return errors, None
+        inst_table = _well_table(self.counts, _TRUTH_INSTANCES)
+        return errors, {
+            n: count_errors(inst_table, _well_table(self.counts, n)) for n in self.scores
+        }
 
 
 def _read_instances(path: Path, shape: tuple[int, int]) -> NDArray[Any]:
