@@ -30,13 +30,13 @@ import math
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from phagoflow.core.classes import OBJECT_CLASS_NAMES, OBJECT_CLASSES
+from phagoflow.core.closing import ClosesOnSuccess
 from phagoflow.core.wells import row_letter, well_name
 
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ def default_channel_colour(name: str) -> str:
     return "FFFFFF"
 
 
-class OmeZarrPlateWriter:
+class OmeZarrPlateWriter(ClosesOnSuccess):
     """Write one plate as an OME-Zarr 0.5 HCS plate, field by field.
 
     Parameters
@@ -138,18 +138,6 @@ class OmeZarrPlateWriter:
         self._fields: dict[tuple[int, int], list[int]] = {}
         self._table: list[Mapping[str, object]] | None = None
         self._closed = False
-
-    def __enter__(self) -> OmeZarrPlateWriter:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is None:
-            self.close()
 
     def add_field(
         self,

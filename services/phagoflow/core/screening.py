@@ -36,7 +36,7 @@ from __future__ import annotations
 import csv
 import math
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -673,19 +673,18 @@ def write_plate_stats_csv(
 
 def write_hits_csv(path: str | Path, results: Iterable[PlateStatistics]) -> Path:
     """``hits.csv``: one row per hit well (A01 names), strongest first within each readout."""
-    rows = (
-        _labels(s) | {k: getattr(w, k) for k in _HIT_COLUMNS if hasattr(w, k)}
-        for s in results
-        for w in s.hits
-    )
-    return _write_rows(path, _HIT_COLUMNS, rows)
+    return _write_rows(path, _HIT_COLUMNS, _item_rows(results, "hits", _HIT_COLUMNS))
 
 
 def write_dose_response_csv(path: str | Path, results: Iterable[PlateStatistics]) -> Path:
     """``dose_response.csv``: one row per 4PL fit (EC50 and its CI in the base unit)."""
-    rows = (
-        _labels(s) | {k: getattr(f, k) for k in _DOSE_COLUMNS if hasattr(f, k)}
-        for s in results
-        for f in s.dose_response
-    )
-    return _write_rows(path, _DOSE_COLUMNS, rows)
+    return _write_rows(path, _DOSE_COLUMNS, _item_rows(results, "dose_response", _DOSE_COLUMNS))
+
+
+def _item_rows(
+    results: Iterable[PlateStatistics], items: str, columns: Sequence[str]
+) -> Iterator[dict[str, object]]:
+    """One row per element of each result's ``items`` list: the plate labels and its columns."""
+    for s in results:
+        for item in getattr(s, items):
+            yield _labels(s) | {k: getattr(item, k) for k in columns if hasattr(item, k)}

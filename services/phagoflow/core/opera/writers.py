@@ -24,12 +24,13 @@ import hashlib
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
 import tifffile
+
+from phagoflow.core.closing import ClosesOnSuccess
 
 from .catalogue import FieldKey
 from .harmony import TIMEPOINT_BASE
@@ -83,7 +84,7 @@ class _Plane:
     max_intensity: int
 
 
-class ExportWriter:
+class ExportWriter(ClosesOnSuccess):
     """Base class of the export writers; use :func:`open_writer` to make one.
 
     Parameters
@@ -159,19 +160,9 @@ class ExportWriter:
         self._root: Path | None = None
 
     # -- context manager -------------------------------------------------------------------
-    def __enter__(self) -> ExportWriter:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is None:
-            self.close()
-        else:  # leave what was written, without an index: an interrupted acquisition
-            self._closed = True
+    def abandon(self) -> None:
+        """Leave what was written, without an index: an interrupted acquisition."""
+        self._closed = True
 
     # -- public API ------------------------------------------------------------------------
     @property
