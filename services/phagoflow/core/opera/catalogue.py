@@ -34,6 +34,7 @@ __all__ = [
     "PlateCatalogue",
     "PlateFormatError",
     "PlateIndex",
+    "required_int",
 ]
 
 
@@ -42,6 +43,18 @@ class PlateFormatError(ValueError):
 
     The message always names the offending file.
     """
+
+
+def required_int(text: str | None, where: str, what: str) -> int:
+    """``text`` as an int (surrounding blanks ignored), else :class:`PlateFormatError`.
+
+    The message reads ``"{where} has no integer {what} (got {text!r})"``: ``where`` names the
+    index file and the image entry.
+    """
+    try:
+        return int(str(text).strip())
+    except ValueError:
+        raise PlateFormatError(f"{where} has no integer {what} (got {text!r})") from None
 
 
 class FieldReadError(PlateFormatError):

@@ -26,7 +26,14 @@ from typing import Final
 
 import tifffile
 
-from .catalogue import FieldKey, FieldProblem, IndexedImage, PlateFormatError, PlateIndex
+from .catalogue import (
+    FieldKey,
+    FieldProblem,
+    IndexedImage,
+    PlateFormatError,
+    PlateIndex,
+    required_int,
+)
 from .harmony import _infer_geometry, _parse_xml, _resolution_um, _strip_namespaces
 
 __all__ = ["FLEX_XML_TAG", "find_flex_files", "is_flex", "parse_flex", "read_flex_xml"]
@@ -259,9 +266,4 @@ def _to_float(text: str | None, default: float) -> float:
 
 
 def _required_int(text: str | None, what: str, file: Path, n: int) -> int:
-    try:
-        return int(str(text).strip())
-    except ValueError:
-        raise PlateFormatError(
-            f"{file}: Flex Image #{n} has no integer {what} (got {text!r})"
-        ) from None
+    return required_int(text, f"{file}: Flex Image #{n}", what)

@@ -28,7 +28,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Final
 
-from .catalogue import FieldKey, IndexedImage, PlateFormatError, PlateIndex
+from .catalogue import FieldKey, IndexedImage, PlateFormatError, PlateIndex, required_int
 
 __all__ = [
     "HARMONY_INDEX_NAMES",
@@ -256,12 +256,7 @@ def _text(parent: ET.Element | None, tag: str) -> str:
 
 
 def _int(text: str | None, what: str, index_path: Path, ident: str) -> int:
-    try:
-        return int(str(text).strip())
-    except ValueError:
-        raise PlateFormatError(
-            f"{index_path}: Image {ident} has no integer {what} (got {text!r})"
-        ) from None
+    return required_int(text, f"{index_path}: Image {ident}", what)
 
 
 def _timepoint_base(root: ET.Element, format_version: str) -> int:
