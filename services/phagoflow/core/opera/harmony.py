@@ -130,24 +130,7 @@ def parse_harmony_index(path: str | Path) -> PlateIndex:
         ``EvaluationInputData`` document, or an Image whose Row/Col/FieldID/ChannelID is not
         an integer. The message names the index file.
     """
-    index_path = find_harmony_index(path)
-    if index_path is None:
-        raise PlateFormatError(f"no Index.idx.xml / Index.xml / .flex found in {path}")
-    try:
-        data = index_path.read_bytes()
-    except OSError as exc:
-        raise PlateFormatError(f"{index_path}: cannot read the index ({exc})") from exc
-    root = _parse_xml(data, index_path)
-    namespace = root.tag[1:].split("}", 1)[0] if root.tag.startswith("{") else ""
-    _strip_namespaces(root)
-    if root.tag != "EvaluationInputData":
-        raise PlateFormatError(
-            f"{index_path}: not a Harmony index (root element <{root.tag}>, "
-            "expected <EvaluationInputData>)"
-        )
-    m = _VERSION_RE.search(namespace)
-    format_version = f"Harmony{m.group(1).upper()}" if m else "Harmony"
-
+    index_path, data, root, format_version = _read_index(path)
     plate = root.find("Plates/Plate")
     plate_id = _text(plate, "PlateID") or index_path.parent.parent.name or index_path.parent.name
     measurement_id = _text(plate, "MeasurementID") or hashlib.sha256(data).hexdigest()[:16]
@@ -155,54 +138,14 @@ def parse_harmony_index(path: str | Path) -> PlateIndex:
     channel_maps = _channel_maps(root)
     folder = index_path.parent
     t_base = _timepoint_base(root, format_version)
-    images: list[IndexedImage] = []
-    names: dict[int, str] = {}
-    waves: dict[int, tuple[float | None, float | None]] = {}
-    max_row = max_col = 0
-    for el in root.iterfind("Images/Image"):
-        values = {child.tag: (child.text or "").strip() for child in el}
-        units = {child.tag: child.get("Unit", "") for child in el if "Resolution" in child.tag}
-        ident = values.get("id") or f"#{len(images) + 1}"
-        cid = _int(values.get("ChannelID"), "ChannelID", index_path, ident)
-        key = FieldKey(
-            row=_int(values.get("Row"), "Row", index_path, ident),
-            col=_int(values.get("Col"), "Col", index_path, ident),
-            field=_int(values.get("FieldID"), "FieldID", index_path, ident),
-            plane=_int(values.get("PlaneID") or "1", "PlaneID", index_path, ident),
-            timepoint=_timepoint(values.get("TimepointID"), t_base, index_path, ident),
-        )
-        max_row, max_col = max(max_row, key.row), max(max_col, key.col)
-        channel = channel_maps.get(cid, {})
-        for tag in _CHANNEL_TAGS:  # a value on the Image wins over the Map
-            if not values.get(tag) and channel.get(tag):
-                values[tag] = channel[tag]
-                units.setdefault(tag, channel.get(f"{tag}@Unit", ""))
-        name = values.get("ChannelName")
-        if name and cid not in names:
-            names[cid] = name
-        if cid not in waves:
-            waves[cid] = (
-                _float_or_none(values.get("MainExcitationWavelength")),
-                _float_or_none(values.get("MainEmissionWavelength")),
-            )
-        url = values.get("URL", "")
-        problem = unsafe_url_reason(url) if url else None
-        file = folder / url.replace("\\", "/") if url and problem is None else None
-        images.append(
-            IndexedImage(
-                key=key,
-                channel_id=cid,
-                url=url,
-                path=file,
-                size_yx=_size_yx(values),
-                pixel_size_um=_resolution_um(
-                    values.get("ImageResolutionX"), units.get("ImageResolutionX", "")
-                ),
-                problem=problem,
-            )
-        )
-    for cid in {im.channel_id for im in images}:
-        names.setdefault(cid, channel_maps.get(cid, {}).get("ChannelName", f"channel {cid}"))
+    entries = [
+        _indexed_image(el, n, index_path, t_base, channel_maps)
+        for n, el in enumerate(root.iterfind("Images/Image"), start=1)
+    ]
+    images = [image for image, _ in entries]
+    names, waves = _channel_descriptions(entries, channel_maps)
+    max_row = max([0, *(im.key.row for im in images)])
+    max_col = max([0, *(im.key.col for im in images)])
 
     rows = _int_or(_text(plate, "PlateRows"), 0)
     cols = _int_or(_text(plate, "PlateColumns"), 0)
@@ -228,6 +171,93 @@ def parse_harmony_index(path: str | Path) -> PlateIndex:
 
 
 # -- private helpers -----------------------------------------------------------------------
+
+
+def _read_index(path: str | Path) -> tuple[Path, bytes, ET.Element, str]:
+    """The index file, its bytes, its namespace-free root and format version (``Harmony5``)."""
+    index_path = find_harmony_index(path)
+    if index_path is None:
+        raise PlateFormatError(f"no Index.idx.xml / Index.xml / .flex found in {path}")
+    try:
+        data = index_path.read_bytes()
+    except OSError as exc:
+        raise PlateFormatError(f"{index_path}: cannot read the index ({exc})") from exc
+    root = _parse_xml(data, index_path)
+    namespace = root.tag[1:].split("}", 1)[0] if root.tag.startswith("{") else ""
+    _strip_namespaces(root)
+    if root.tag != "EvaluationInputData":
+        raise PlateFormatError(
+            f"{index_path}: not a Harmony index (root element <{root.tag}>, "
+            "expected <EvaluationInputData>)"
+        )
+    m = _VERSION_RE.search(namespace)
+    return index_path, data, root, f"Harmony{m.group(1).upper()}" if m else "Harmony"
+
+
+def _channel_descriptions(
+    entries: list[tuple[IndexedImage, dict[str, str]]], channel_maps: dict[int, dict[str, str]]
+) -> tuple[dict[int, str], dict[int, tuple[float | None, float | None]]]:
+    """Name and (excitation, emission) wavelengths (nm) per channel id, first image first.
+
+    A channel no image names takes its Map's name, else ``"channel <id>"``.
+    """
+    names: dict[int, str] = {}
+    waves: dict[int, tuple[float | None, float | None]] = {}
+    for image, values in entries:
+        cid = image.channel_id
+        name = values.get("ChannelName")
+        if name and cid not in names:
+            names[cid] = name
+        if cid not in waves:
+            waves[cid] = (
+                _float_or_none(values.get("MainExcitationWavelength")),
+                _float_or_none(values.get("MainEmissionWavelength")),
+            )
+    for cid in {im.channel_id for im, _ in entries}:
+        names.setdefault(cid, channel_maps.get(cid, {}).get("ChannelName", f"channel {cid}"))
+    return names, waves
+
+
+def _indexed_image(
+    el: ET.Element,
+    number: int,
+    index_path: Path,
+    t_base: int,
+    channel_maps: dict[int, dict[str, str]],
+) -> tuple[IndexedImage, dict[str, str]]:
+    """The ``number``-th ``Image`` entry, and its values completed from its channel's Map."""
+    values = {child.tag: (child.text or "").strip() for child in el}
+    units = {child.tag: child.get("Unit", "") for child in el if "Resolution" in child.tag}
+    ident = values.get("id") or f"#{number}"
+    cid = _int(values.get("ChannelID"), "ChannelID", index_path, ident)
+    key = FieldKey(
+        row=_int(values.get("Row"), "Row", index_path, ident),
+        col=_int(values.get("Col"), "Col", index_path, ident),
+        field=_int(values.get("FieldID"), "FieldID", index_path, ident),
+        plane=_int(values.get("PlaneID") or "1", "PlaneID", index_path, ident),
+        timepoint=_timepoint(values.get("TimepointID"), t_base, index_path, ident),
+    )
+    channel = channel_maps.get(cid, {})
+    for tag in _CHANNEL_TAGS:  # a value on the Image wins over the Map
+        if not values.get(tag) and channel.get(tag):
+            values[tag] = channel[tag]
+            units.setdefault(tag, channel.get(f"{tag}@Unit", ""))
+    url = values.get("URL", "")
+    problem = unsafe_url_reason(url) if url else None
+    image = IndexedImage(
+        key=key,
+        channel_id=cid,
+        url=url,
+        path=index_path.parent / url.replace("\\", "/") if url and problem is None else None,
+        size_yx=_size_yx(values),
+        pixel_size_um=_resolution_um(
+            values.get("ImageResolutionX"), units.get("ImageResolutionX", "")
+        ),
+        problem=problem,
+    )
+    return image, values
+
+
 def _parse_xml(data: bytes, source: Path) -> ET.Element:
     """Parse XML bytes (a UTF-8 BOM is allowed); malformed XML raises PlateFormatError."""
     if data.startswith(b"\xef\xbb\xbf"):
