@@ -345,7 +345,6 @@ class HarmonyWriter(ExportWriter):
         _sub(root, "User", "phagoflow")
         _sub(root, "InstrumentType", "Phenix")
         keys = self._all_keys()
-        t_base = TIMEPOINT_BASE.get(f"HarmonyV{self.version}", 0)  # V7 counts from 1
         wells = sorted({(k.row, k.col) for k in keys})
         # plane order: ChannelID 1 first, or 2 first when channel_ids swap them; nuclei last
         order = tuple(range(self.n_planes))
@@ -356,8 +355,27 @@ class HarmonyWriter(ExportWriter):
                 image_ids[(k, ri)] = (
                     f"{k.row:02d}{k.col:02d}K{k.timepoint + 1}F{k.field}P{k.plane}R{ch}"
                 )
+        self._plate_xml(_sub(root, "Plates"), wells)
+        wells_el = _sub(root, "Wells")
+        for r, c in wells:
+            w = _sub(wells_el, "Well")
+            _sub(w, "id", f"{r:02d}{c:02d}")
+            _sub(w, "Row", str(r))
+            _sub(w, "Col", str(c))
+            for k in keys:
+                if (k.row, k.col) == (r, c):
+                    for ri in order:
+                        _sub(w, "Image", id=image_ids[(k, ri)])
+        self._maps_xml(_sub(root, "Maps"), order)
+        images = _sub(root, "Images")
+        for k in keys:
+            for ri in order:
+                self._image_xml(images, k, ri, image_ids[(k, ri)])
+        ET.indent(root, space="  ")
+        xml: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
+        return xml
 
-        plates = _sub(root, "Plates")
+    def _plate_xml(self, plates: ET.Element, wells: list[tuple[int, int]]) -> None:
         plate = _sub(plates, "Plate")
         _sub(plate, "PlateID", self.plate_id)
         _sub(plate, "MeasurementID", self.measurement_id)
@@ -369,18 +387,7 @@ class HarmonyWriter(ExportWriter):
         for r, c in wells:
             _sub(plate, "Well", id=f"{r:02d}{c:02d}")
 
-        wells_el = _sub(root, "Wells")
-        for r, c in wells:
-            w = _sub(wells_el, "Well")
-            _sub(w, "id", f"{r:02d}{c:02d}")
-            _sub(w, "Row", str(r))
-            _sub(w, "Col", str(c))
-            for k in keys:
-                if (k.row, k.col) == (r, c):
-                    for ri in order:
-                        _sub(w, "Image", id=image_ids[(k, ri)])
-
-        maps = _sub(root, "Maps")
+    def _maps_xml(self, maps: ET.Element, order: tuple[int, ...]) -> None:
         height, width = self.size_yx
         flatfield = (
             "{Background: {Character: Flat, Mean: 110.0}, Foreground: {Character: NonFlat, "
@@ -397,33 +404,29 @@ class HarmonyWriter(ExportWriter):
                 e = _sub(desc, "Entry", ChannelID=str(self.channel_ids[ri]))
                 self._channel_description(e, ri)
 
-        images = _sub(root, "Images")
-        for k in keys:
-            for ri in order:
-                plane = self._planes.get((k, ri))
-                img = _sub(images, "Image", Version="1")
-                _sub(img, "id", image_ids[(k, ri)])
-                _sub(img, "State", "Ok" if plane else "NotAcquired")
-                _sub(img, "URL", plane.url if plane else "")
-                _sub(img, "Row", str(k.row))
-                _sub(img, "Col", str(k.col))
-                _sub(img, "FieldID", str(k.field))
-                _sub(img, "PlaneID", str(k.plane))
-                _sub(img, "TimepointID", str(k.timepoint + t_base))
-                _sub(img, "ChannelID", str(self.channel_ids[ri]))
-                _sub(img, "FlimID", "1")
-                if self.version < 6:
-                    self._channel_description(img, ri)
-                _sub(img, "PositionX", f"{(k.field - 1) * 1.4e-4!r}", Unit="m")
-                _sub(img, "PositionY", "0", Unit="m")
-                _sub(img, "PositionZ", f"{(k.plane - 1) * 5e-7!r}", Unit="m")
-                _sub(img, "AbsPositionZ", f"{0.0121 + (k.plane - 1) * 5e-7!r}", Unit="m")
-                _sub(img, "MeasurementTimeOffset", str(k.timepoint * 600), Unit="s")
-                _sub(img, "AbsTime", self._abs_time(k))
-                _sub(img, "MaxIntensity", str(plane.max_intensity if plane else 0))
-        ET.indent(root, space="  ")
-        xml: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
-        return xml
+    def _image_xml(self, images: ET.Element, k: FieldKey, ri: int, image_id: str) -> None:
+        t_base = TIMEPOINT_BASE.get(f"HarmonyV{self.version}", 0)  # V7 counts from 1
+        plane = self._planes.get((k, ri))
+        img = _sub(images, "Image", Version="1")
+        _sub(img, "id", image_id)
+        _sub(img, "State", "Ok" if plane else "NotAcquired")
+        _sub(img, "URL", plane.url if plane else "")
+        _sub(img, "Row", str(k.row))
+        _sub(img, "Col", str(k.col))
+        _sub(img, "FieldID", str(k.field))
+        _sub(img, "PlaneID", str(k.plane))
+        _sub(img, "TimepointID", str(k.timepoint + t_base))
+        _sub(img, "ChannelID", str(self.channel_ids[ri]))
+        _sub(img, "FlimID", "1")
+        if self.version < 6:
+            self._channel_description(img, ri)
+        _sub(img, "PositionX", f"{(k.field - 1) * 1.4e-4!r}", Unit="m")
+        _sub(img, "PositionY", "0", Unit="m")
+        _sub(img, "PositionZ", f"{(k.plane - 1) * 5e-7!r}", Unit="m")
+        _sub(img, "AbsPositionZ", f"{0.0121 + (k.plane - 1) * 5e-7!r}", Unit="m")
+        _sub(img, "MeasurementTimeOffset", str(k.timepoint * 600), Unit="s")
+        _sub(img, "AbsTime", self._abs_time(k))
+        _sub(img, "MaxIntensity", str(plane.max_intensity if plane else 0))
 
 
 class FlexWriter(ExportWriter):
@@ -489,7 +492,6 @@ class FlexWriter(ExportWriter):
 
     def _flex_xml(self, row: int, col: int, pages: list[tuple[FieldKey, int]]) -> str:
         h, w = self.size_yx
-        res = f"{self.pixel_size_um * 1e-6!r}"
         root = ET.Element("Root", {"xmlns": FLEX_NAMESPACE, "xmlns:xsi": _XSI})
         flex = _sub(root, "FLEX", version="1.0")
         _sub(flex, "SoftwareVersion", "Opera 2.0.1 (phagoflow writer)")
@@ -508,7 +510,23 @@ class FlexWriter(ExportWriter):
                 Offset="0",
                 BufferNo=str(i),
             )
-        # channel description: light sources, filters, cameras and named exposures
+        self._flex_channels(flex)
+        plate = _sub(flex, "Plate")
+        _sub(plate, "Barcode", self.plate_id)
+        _sub(plate, "MeasurementID", self.measurement_id)
+        _sub(plate, "XSize", str(self.plate_columns))
+        _sub(plate, "YSize", str(self.plate_rows))
+        well = _sub(flex, "Well")  # a sibling of Plate, as Opera writes it
+        _sub(well, "WellCoordinate", Row=str(row), Col=str(col))
+        images = _sub(well, "Images")
+        for i, (k, ri) in enumerate(pages):
+            self._flex_image(images, i, k, ri)
+        ET.indent(root, space=" ")
+        body = ET.tostring(root, encoding="unicode", xml_declaration=False)
+        return '<?xml version="1.0" encoding="UTF-8"?>\n' + body + "\n"
+
+    def _flex_channels(self, flex: ET.Element) -> None:
+        """Channel description: light sources, filters, cameras and named exposures."""
         lscs = _sub(flex, "LightSourceCombinations")
         filters = _sub(flex, "FilterCombinations")
         exposures = _sub(flex, "Exposures")
@@ -524,37 +542,29 @@ class FlexWriter(ExportWriter):
             _sub(exp, "LightSourceCombinationRef", f"L{ex}")
             _sub(exp, "FilterCombinationRef", self.channel_names[ri])
             _sub(exp, "ExposureTime", "0.2")
-        plate = _sub(flex, "Plate")
-        _sub(plate, "Barcode", self.plate_id)
-        _sub(plate, "MeasurementID", self.measurement_id)
-        _sub(plate, "XSize", str(self.plate_columns))
-        _sub(plate, "YSize", str(self.plate_rows))
-        well = _sub(flex, "Well")  # a sibling of Plate, as Opera writes it
-        _sub(well, "WellCoordinate", Row=str(row), Col=str(col))
-        images = _sub(well, "Images")
-        for i, (k, ri) in enumerate(pages):
-            ex, _ = _WAVELENGTHS[ri] or (0, 0)
-            img = _sub(images, "Image", BufferNo=str(i))
-            _sub(img, "DateTime", self._abs_time(k))
-            _sub(img, "Sublayout", str(k.field))
-            _sub(img, "Stack", str(k.plane))
-            _sub(img, "TimePoint", str(k.timepoint))
-            _sub(img, "ExposureNo", str(ri + 1))
-            _sub(img, "CameraRef", f"Cam{ri + 1}")
-            _sub(img, "LightSourceCombinationRef", f"L{ex}")
-            _sub(img, "FilterCombinationRef", self.channel_names[ri])
-            _sub(img, "ImageResolutionX", res, Unit="m")
-            _sub(img, "ImageResolutionY", res, Unit="m")
-            _sub(img, "CameraBinningX", str(self.binning))
-            _sub(img, "CameraBinningY", str(self.binning))
-            _sub(img, "ImageSizeX", str(w))
-            _sub(img, "ImageSizeY", str(h))
-            _sub(img, "PositionX", f"{(k.field - 1) * 1.4e-4!r}", Unit="m")
-            _sub(img, "PositionY", "0", Unit="m")
-            _sub(img, "PositionZ", f"{(k.plane - 1) * 5e-7!r}", Unit="m")
-        ET.indent(root, space=" ")
-        body = ET.tostring(root, encoding="unicode", xml_declaration=False)
-        return '<?xml version="1.0" encoding="UTF-8"?>\n' + body + "\n"
+
+    def _flex_image(self, images: ET.Element, i: int, k: FieldKey, ri: int) -> None:
+        h, w = self.size_yx
+        res = f"{self.pixel_size_um * 1e-6!r}"
+        ex, _ = _WAVELENGTHS[ri] or (0, 0)
+        img = _sub(images, "Image", BufferNo=str(i))
+        _sub(img, "DateTime", self._abs_time(k))
+        _sub(img, "Sublayout", str(k.field))
+        _sub(img, "Stack", str(k.plane))
+        _sub(img, "TimePoint", str(k.timepoint))
+        _sub(img, "ExposureNo", str(ri + 1))
+        _sub(img, "CameraRef", f"Cam{ri + 1}")
+        _sub(img, "LightSourceCombinationRef", f"L{ex}")
+        _sub(img, "FilterCombinationRef", self.channel_names[ri])
+        _sub(img, "ImageResolutionX", res, Unit="m")
+        _sub(img, "ImageResolutionY", res, Unit="m")
+        _sub(img, "CameraBinningX", str(self.binning))
+        _sub(img, "CameraBinningY", str(self.binning))
+        _sub(img, "ImageSizeX", str(w))
+        _sub(img, "ImageSizeY", str(h))
+        _sub(img, "PositionX", f"{(k.field - 1) * 1.4e-4!r}", Unit="m")
+        _sub(img, "PositionY", "0", Unit="m")
+        _sub(img, "PositionZ", f"{(k.plane - 1) * 5e-7!r}", Unit="m")
 
 
 def open_writer(
