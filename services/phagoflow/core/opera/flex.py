@@ -111,38 +111,23 @@ def parse_flex(path: str | Path) -> PlateIndex:
     files = find_flex_files(path)
     if not files:
         raise PlateFormatError(f"no Index.idx.xml / Index.xml / .flex found in {path}")
+    xml, problems = _read_xml(files)
     sha = hashlib.sha256()
     images: list[IndexedImage] = []
     names: dict[int, str] = {}
-    problems: list[FieldProblem] = []
-    readable: list[Path] = []
     plate_id = measurement_id = version = ""
     rows = cols = 0
-    for file in files:
-        try:
-            raw = read_flex_xml(file)
-        except PlateFormatError as exc:
-            if len(files) == 1:
-                raise
-            problems.append(FieldProblem(None, str(file), str(exc)))
-            continue
-        readable.append(file)
+    for file, raw in xml:
         sha.update(file.name.encode() + b"\x00" + raw + b"\x00")
-        root = _parse_xml(raw, file)
-        _strip_namespaces(root)
-        flex = root if root.tag == "FLEX" else root.find(".//FLEX")
-        if flex is None:
-            raise PlateFormatError(f"{file}: the Flex XML has no <FLEX> element")
+        flex = _flex_element(raw, file)
         version = version or flex.get("version", "")
-        plate = flex.find("Plate")
-        if plate is not None:
-            plate_id = plate_id or _child_text(plate, "Barcode") or _child_text(plate, "PlateName")
-            measurement_id = measurement_id or _child_text(plate, "MeasurementID")
-            rows = rows or _to_int(_child_text(plate, "YSize"))
-            cols = cols or _to_int(_child_text(plate, "XSize"))
+        pid, mid, r, c = _plate_info(flex)
+        plate_id, measurement_id = plate_id or pid, measurement_id or mid
+        rows, cols = rows or r, cols or c
         images.extend(_file_images(file, flex, names))
-    if not readable:
+    if not xml:
         raise PlateFormatError(f"{path}: no readable .flex file ({problems[0].reason})")
+    readable = [file for file, _ in xml]
     digest = sha.hexdigest()
     for im in images:
         names.setdefault(im.channel_id, f"channel {im.channel_id}")
@@ -177,27 +162,8 @@ def _file_images(file: Path, flex: ET.Element, names: dict[int, str]) -> list[In
     factors = [_to_float(a.get("Factor"), 1.0) for a in arrays]
     array_names = [a.get("Name", "") for a in arrays]
     array_sizes = [(_to_int(a.get("Height")), _to_int(a.get("Width"))) for a in arrays]
-    exposure_names: dict[int, str] = {}
-    for exp in flex.iterfind("Exposures/Exposure"):
-        no = _to_int(exp.get("No") or exp.get("ID"))
-        name = exp.get("Name") or _child_text(exp, "Name") or _child_text(exp, "Description")
-        if no > 0 and name:
-            exposure_names[no] = name
-
-    well_el = flex.find("Well")
-    if well_el is None:
-        well_el = flex.find(".//Well")
-    coord = well_el.find("WellCoordinate") if well_el is not None else None
-    row = _to_int(coord.get("Row")) if coord is not None else 0
-    col = _to_int(coord.get("Col")) if coord is not None else 0
-    if row <= 0 or col <= 0:
-        m = _NAME_RE.search(file.name)
-        if m is None:
-            raise PlateFormatError(f"{file}: no WellCoordinate@Row/@Col and no RRRCCC in the name")
-        row, col = int(m.group(1)), int(m.group(2))
-    image_els = well_el.findall("Images/Image") if well_el is not None else []
-    if not image_els:
-        image_els = flex.findall(".//Images/Image")
+    exposure_names = _exposure_names(flex)
+    row, col, image_els = _well_images(file, flex)
 
     out: list[IndexedImage] = []
     for n, el in enumerate(image_els):
@@ -244,6 +210,73 @@ def _file_images(file: Path, flex: ET.Element, names: dict[int, str]) -> list[In
             )
         )
     return out
+
+
+def _read_xml(files: list[Path]) -> tuple[list[tuple[Path, bytes]], list[FieldProblem]]:
+    """The Flex XML of each readable file, and a problem per unreadable one (raised if alone)."""
+    xml: list[tuple[Path, bytes]] = []
+    problems: list[FieldProblem] = []
+    for file in files:
+        try:
+            xml.append((file, read_flex_xml(file)))
+        except PlateFormatError as exc:
+            if len(files) == 1:
+                raise
+            problems.append(FieldProblem(None, str(file), str(exc)))
+    return xml, problems
+
+
+def _flex_element(raw: bytes, file: Path) -> ET.Element:
+    """The ``<FLEX>`` element of a file's XML (namespaces stripped)."""
+    root = _parse_xml(raw, file)
+    _strip_namespaces(root)
+    flex = root if root.tag == "FLEX" else root.find(".//FLEX")
+    if flex is None:
+        raise PlateFormatError(f"{file}: the Flex XML has no <FLEX> element")
+    return flex
+
+
+def _plate_info(flex: ET.Element) -> tuple[str, str, int, int]:
+    """Plate id (barcode or name), measurement id, rows and columns; empty/0 where absent."""
+    plate = flex.find("Plate")
+    if plate is None:
+        return "", "", 0, 0
+    return (
+        _child_text(plate, "Barcode") or _child_text(plate, "PlateName"),
+        _child_text(plate, "MeasurementID"),
+        _to_int(_child_text(plate, "YSize")),
+        _to_int(_child_text(plate, "XSize")),
+    )
+
+
+def _exposure_names(flex: ET.Element) -> dict[int, str]:
+    """Exposure number → its name (or description), from ``Exposures/Exposure``."""
+    exposure_names: dict[int, str] = {}
+    for exp in flex.iterfind("Exposures/Exposure"):
+        no = _to_int(exp.get("No") or exp.get("ID"))
+        name = exp.get("Name") or _child_text(exp, "Name") or _child_text(exp, "Description")
+        if no > 0 and name:
+            exposure_names[no] = name
+    return exposure_names
+
+
+def _well_images(file: Path, flex: ET.Element) -> tuple[int, int, list[ET.Element]]:
+    """Row and column of the file's well (its WellCoordinate, else its name) and its images."""
+    well_el = flex.find("Well")
+    if well_el is None:
+        well_el = flex.find(".//Well")
+    coord = well_el.find("WellCoordinate") if well_el is not None else None
+    row = _to_int(coord.get("Row")) if coord is not None else 0
+    col = _to_int(coord.get("Col")) if coord is not None else 0
+    if row <= 0 or col <= 0:
+        m = _NAME_RE.search(file.name)
+        if m is None:
+            raise PlateFormatError(f"{file}: no WellCoordinate@Row/@Col and no RRRCCC in the name")
+        row, col = int(m.group(1)), int(m.group(2))
+    image_els = well_el.findall("Images/Image") if well_el is not None else []
+    if not image_els:
+        image_els = flex.findall(".//Images/Image")
+    return row, col, image_els
 
 
 def _child_text(parent: ET.Element, tag: str) -> str:
