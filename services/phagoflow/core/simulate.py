@@ -79,6 +79,7 @@ from phagoflow.core.classes import OBJECT_CLASSES, ObjectClass
 
 if TYPE_CHECKING:  # the plate writer is imported lazily: rendering needs no Opera code
     from phagoflow.core.opera.catalogue import FieldKey
+    from phagoflow.core.opera.writers import ExportWriter
     from phagoflow.core.platemap import PlateMapEntry
 
 __all__ = [
@@ -772,6 +773,64 @@ def _place_vesicles(
     starts = np.searchsorted(cand_cell, np.arange(n_cells + 2))
     n_cand = np.diff(starts)[: n_cells + 1]  # candidates per cell id 0..n_cells
 
+    cls, cell = _vesicle_classes(p, gen, cells, n_cand, spacing, well_level, factors)
+    n = cls.size
+    if n == 0:
+        return empty
+    dmin = np.where(
+        cls == ObjectClass.PHAGOPHORE, p.phagophore_diameter_um[0], p.autolysosome_diameter_um[0]
+    )
+    dmax = np.where(
+        cls == ObjectClass.PHAGOPHORE, p.phagophore_diameter_um[1], p.autolysosome_diameter_um[1]
+    )
+    r = gen.uniform(dmin, dmax) / p.pixel_size_um / 2
+    clustered = gen.random(n) < p.cluster_fraction
+    y = np.full(n, np.nan)
+    x = np.full(n, np.nan)
+    fits = _Fits(cells, room)
+    w = shape[1]
+
+    # free objects: uniform in their cell's cytoplasm, re-drawn where they do not fit
+    todo = np.flatnonzero(~clustered)
+    for _ in range(_PLACEMENT_ROUNDS):
+        if todo.size == 0:
+            break
+        c = cell[todo]
+        pick = starts[c] + (gen.random(todo.size) * n_cand[c]).astype(np.intp)
+        pix = cand[pick]
+        yy = pix // w + gen.uniform(-0.5, 0.5, todo.size)
+        xx = pix % w + gen.uniform(-0.5, 0.5, todo.size)
+        todo = fits.place(todo, yy, xx, r, c, y, x)
+
+    # clustered objects: touching an already placed object in the same cell
+    todo = np.flatnonzero(clustered)
+    for _ in range(_PLACEMENT_ROUNDS):
+        placed = np.flatnonzero(np.isfinite(y))
+        if todo.size == 0 or placed.size == 0:
+            break
+        parent = placed[gen.integers(0, placed.size, todo.size)]
+        angle = gen.uniform(0.0, 2 * math.pi, todo.size)
+        d = (r[parent] + r[todo]) * gen.uniform(0.85, 1.05, todo.size)
+        yy = y[parent] + d * np.sin(angle)
+        xx = x[parent] + d * np.cos(angle)
+        todo = fits.place(todo, yy, xx, r, cell[todo], y, x)
+
+    keep = np.isfinite(y)
+    return _Vesicles(y[keep], x[keep], r[keep], cls[keep], cell[keep], empty.owner)
+
+
+def _vesicle_classes(
+    p: SimulationParameters,
+    gen: np.random.Generator,
+    cells: IntArray,
+    n_cand: IntArray,
+    spacing: float,
+    well_level: float,
+    factors: tuple[float, float],
+) -> tuple[npt.NDArray[np.uint8], IntArray]:
+    """Class and cell of every vesicle: per class, a rate per cell (cell area in hexagons of
+    side ``spacing`` px × ``well_level`` × factor; 0 without room), then Poisson counts."""
+    n_cells = int(cells.max())
     area = np.bincount(cells.ravel(), minlength=n_cells + 1).astype(float)
     rel_area = area / (math.sqrt(3) / 2 * spacing**2)
     rel_area[0] = 0.0
@@ -786,59 +845,42 @@ def _place_vesicles(
         [np.full(int(c.sum()), k, np.uint8) for k, c in zip(OBJECT_CLASSES, counts, strict=True)]
     )
     cell = np.concatenate([np.repeat(np.arange(n_cells + 1), c) for c in counts])
-    n = cls.size
-    if n == 0:
-        return empty
-    dmin = np.where(
-        cls == ObjectClass.PHAGOPHORE, p.phagophore_diameter_um[0], p.autolysosome_diameter_um[0]
-    )
-    dmax = np.where(
-        cls == ObjectClass.PHAGOPHORE, p.phagophore_diameter_um[1], p.autolysosome_diameter_um[1]
-    )
-    r = gen.uniform(dmin, dmax) / p.pixel_size_um / 2
-    clustered = gen.random(n) < p.cluster_fraction
-    y = np.full(n, np.nan)
-    x = np.full(n, np.nan)
-    h, w = shape
+    return cls, cell
 
-    def fits(yy: FloatArray, xx: FloatArray, rr: FloatArray, cc: IntArray) -> npt.NDArray[Any]:
+
+@dataclass(frozen=True)
+class _Fits:
+    """Where a vesicle of radius ``r`` (px) fits: inside its own cell, ``0.8 r`` from its edge."""
+
+    cells: IntArray
+    room: FloatArray
+
+    def __call__(
+        self, yy: FloatArray, xx: FloatArray, rr: FloatArray, cc: IntArray
+    ) -> npt.NDArray[Any]:
+        h, w = self.cells.shape
         iy = np.round(yy).astype(np.intp)
         ix = np.round(xx).astype(np.intp)
         ok = (iy >= 0) & (iy < h) & (ix >= 0) & (ix < w)
-        ok[ok] = (cells[iy[ok], ix[ok]] == cc[ok]) & (room[iy[ok], ix[ok]] >= 0.8 * rr[ok])
+        ok[ok] = (self.cells[iy[ok], ix[ok]] == cc[ok]) & (
+            self.room[iy[ok], ix[ok]] >= 0.8 * rr[ok]
+        )
         return ok
 
-    # free objects: uniform in their cell's cytoplasm, re-drawn where they do not fit
-    todo = np.flatnonzero(~clustered)
-    for _ in range(_PLACEMENT_ROUNDS):
-        if todo.size == 0:
-            break
-        c = cell[todo]
-        pick = starts[c] + (gen.random(todo.size) * n_cand[c]).astype(np.intp)
-        pix = cand[pick]
-        yy = pix // w + gen.uniform(-0.5, 0.5, todo.size)
-        xx = pix % w + gen.uniform(-0.5, 0.5, todo.size)
-        ok = fits(yy, xx, r[todo], c)
+    def place(
+        self,
+        todo: IntArray,
+        yy: FloatArray,
+        xx: FloatArray,
+        r: FloatArray,
+        cc: IntArray,
+        y: FloatArray,
+        x: FloatArray,
+    ) -> IntArray:
+        """Set ``y``, ``x`` of the ``todo`` vesicles whose candidate spot fits; the rest."""
+        ok = self(yy, xx, r[todo], cc)
         y[todo[ok]], x[todo[ok]] = yy[ok], xx[ok]
-        todo = todo[~ok]
-
-    # clustered objects: touching an already placed object in the same cell
-    todo = np.flatnonzero(clustered)
-    for _ in range(_PLACEMENT_ROUNDS):
-        placed = np.flatnonzero(np.isfinite(y))
-        if todo.size == 0 or placed.size == 0:
-            break
-        parent = placed[gen.integers(0, placed.size, todo.size)]
-        angle = gen.uniform(0.0, 2 * math.pi, todo.size)
-        d = (r[parent] + r[todo]) * gen.uniform(0.85, 1.05, todo.size)
-        yy = y[parent] + d * np.sin(angle)
-        xx = x[parent] + d * np.cos(angle)
-        ok = fits(yy, xx, r[todo], cell[todo])
-        y[todo[ok]], x[todo[ok]] = yy[ok], xx[ok]
-        todo = todo[~ok]
-
-    keep = np.isfinite(y)
-    return _Vesicles(y[keep], x[keep], r[keep], cls[keep], cell[keep], empty.owner)
+        return todo[~ok]
 
 
 def _stamps(
@@ -1075,7 +1117,6 @@ def simulate_plate(
     _validate_plate_args(wells, fields, seed)
     if nuclear is not None and export_format == "flex":
         raise ValueError("a nuclear channel can only be simulated into Harmony exports")
-    from phagoflow.core.opera import open_writer  # the writer lives beside the readers
     from phagoflow.core.opera.catalogue import FieldKey
 
     p = params if params is not None else SimulationParameters()
@@ -1091,23 +1132,7 @@ def simulate_plate(
     entries, factors = ([], {}) if screen is None else screen_plate_map(layout, screen, seed=seed)
 
     rows_out: list[dict[str, object]] = []
-    # only passed when asked for, so the default plate needs nothing new from the writer
-    nuclear_option: dict[str, Any] = (
-        {} if nuclear is None else {"nuclear_name": nuclear.channel_name}
-    )
-    writer = open_writer(
-        export_format,
-        out_dir,
-        plate_id=pid,
-        plate_rows=_PLATE_ROWS,
-        plate_columns=_PLATE_COLUMNS,
-        pixel_size_um=p.pixel_size_um,
-        size_yx=p.size_yx,
-        channel_names=("DsRed", "pHluorin"),
-        fields_per_well=fields,
-        **nuclear_option,
-    )
-    with writer as w:
+    with _plate_writer(export_format, out_dir, pid, p, fields, nuclear) as w:
         for key in _progress(keys, progress, pid):
             well = (key.row, key.col)
             sim = simulate_field(
@@ -1137,6 +1162,35 @@ def simulate_plate(
         plate_id=pid,
         n_fields=len(keys),
         plate_map=plate_map,
+    )
+
+
+def _plate_writer(
+    export_format: str,
+    out_dir: Path,
+    pid: str,
+    p: SimulationParameters,
+    fields: int,
+    nuclear: NuclearStainParameters | None,
+) -> ExportWriter:
+    """The export writer of a simulated plate (a nuclear channel only when asked for)."""
+    from phagoflow.core.opera import open_writer  # the writer lives beside the readers
+
+    # only passed when asked for, so the default plate needs nothing new from the writer
+    nuclear_option: dict[str, Any] = (
+        {} if nuclear is None else {"nuclear_name": nuclear.channel_name}
+    )
+    return open_writer(
+        export_format,
+        out_dir,
+        plate_id=pid,
+        plate_rows=_PLATE_ROWS,
+        plate_columns=_PLATE_COLUMNS,
+        pixel_size_um=p.pixel_size_um,
+        size_yx=p.size_yx,
+        channel_names=("DsRed", "pHluorin"),
+        fields_per_well=fields,
+        **nuclear_option,
     )
 
 
