@@ -11,98 +11,111 @@ import argparse
 import json
 import logging
 import os
-import sys
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from phagoflow.cli import common
 from phagoflow.registry import DEFAULT_MODEL, DEFAULT_PREFIX
 
 if TYPE_CHECKING:
     from phagoflow.registry.store import ModelRegistry
 
-__all__ = ["add_model_commands", "promote_with_gate"]
+__all__ = ["add_model_commands", "add_parser", "promote_with_gate"]
 
 logger = logging.getLogger(__name__)
 
 
-def add_model_commands(sub: Any) -> None:
+HELP = "model registry in the object store: list, push, promote (gated), rollback, pull"
+DESCRIPTION = """
+U-Net versions under s3://BUCKET/models/autophagy_unet/<N>/ (Triton's repository layout). promote
+evaluates the candidate against the serving version on held-out fields (curated masks when present,
+else CIP agreement) and serves it only if it is not worse. S3 settings: PHAGOFLOW_S3_* and
+PHAGOFLOW_BUCKET.
+"""
+
+
+def add_parser(sub: Any) -> None:
     """Add the ``model`` command and its actions to the ``phagoflow`` sub-parsers ``sub``."""
-    p = sub.add_parser(
-        "model",
-        help="model registry in the object store: list, push, promote (gated), rollback, pull",
-        description=(
-            "U-Net versions under s3://BUCKET/models/autophagy_unet/<N>/ (Triton's repository "
-            "layout). promote evaluates the candidate against the serving version on held-out "
-            "fields (curated masks when present, else CIP agreement) and serves it only if it "
-            "is not worse. S3 settings: PHAGOFLOW_S3_* and PHAGOFLOW_BUCKET."
-        ),
-    )
+    p = common.command(sub, "model", help=HELP, description=DESCRIPTION)
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"Triton model name ({DEFAULT_MODEL})")
     p.add_argument("--prefix", default=DEFAULT_PREFIX, help=f"repository prefix ({DEFAULT_PREFIX})")
-    actions = p.add_subparsers(dest="model_command", metavar="ACTION", required=True)
+    acts = common.actions(p, "model_command")
 
-    a = actions.add_parser("list", help="stored versions, the serving one and the history")
+    a = common.command(
+        acts, "list", _safe(_cmd_list), help="stored versions, the serving one and the history"
+    )
     a.add_argument("--json", action="store_true", help="the whole registry state as JSON")
-    a.set_defaults(func=_safe(_cmd_list))
 
-    def gate_args(a: argparse.ArgumentParser) -> None:
-        a.add_argument(
-            "--plates", nargs="+", default=[], metavar="PLATE", help="held-out plates for the gate"
-        )
-        a.add_argument("--max-fields", type=int, default=None, help="cap the held-out fields")
-        a.add_argument(
-            "--tolerance",
-            type=float,
-            default=None,
-            help="allowed mean-IoU drop (default 0 vs curated masks, 0.02 vs CIP masks)",
-        )
-        a.add_argument("--force", action="store_true", help="promote without the gate")
-        a.add_argument(
-            "--triton-config",
-            type=Path,
-            default=os.environ.get("PHAGOFLOW_TRITON_CONFIG") or None,
-            help="Triton config.pbtxt to pin (first promotion; env PHAGOFLOW_TRITON_CONFIG)",
-        )
-        a.add_argument(
-            "--triton-http",
-            default=os.environ.get("PHAGOFLOW_TRITON_HTTP") or None,
-            help=(
-                "Triton HTTP URL: the gate compares against the version it reports serving, "
-                "then asks it to (re)load the model (explicit model control mode)"
-            ),
-        )
-        a.add_argument(
-            "--cip-version",
-            default=None,
-            help="CIP version of the reference masks (default: the current CIP's, or the only one)",
-        )
-
-    a = actions.add_parser("push", help="store a model folder as the next version")
+    a = common.command(
+        acts, "push", _safe(_cmd_push), help="store a model folder as the next version"
+    )
     a.add_argument("model_dir", type=Path, metavar="MODEL_DIR")
     a.add_argument("--source", default="", help="where it came from (recorded)")
     a.add_argument("--promote", action="store_true", help="then promote it through the gate")
-    gate_args(a)
-    a.set_defaults(func=_safe(_cmd_push))
+    _add_gate_options(a)
 
-    a = actions.add_parser("promote", help="serve a stored version if it passes the gate")
-    a.add_argument("model_version", type=int, metavar="VERSION")
-    gate_args(a)
-    a.set_defaults(func=_safe(_cmd_promote))
-
-    a = actions.add_parser("rollback", help="serve the previously served version again")
-    a.add_argument("--to", type=int, default=None, help="version to serve instead")
-    a.add_argument(
-        "--triton-http", default=os.environ.get("PHAGOFLOW_TRITON_HTTP") or None, help="as promote"
+    a = common.command(
+        acts, "promote", _safe(_cmd_promote), help="serve a stored version if it passes the gate"
     )
-    a.set_defaults(func=_safe(_cmd_rollback))
+    a.add_argument("model_version", type=int, metavar="VERSION")
+    _add_gate_options(a)
 
-    a = actions.add_parser("pull", help="download a version (or 'serving') as a model folder")
+    a = common.command(
+        acts, "rollback", _safe(_cmd_rollback), help="serve the previously served version again"
+    )
+    a.add_argument("--to", type=int, default=None, help="version to serve instead")
+    a.add_argument("--triton-http", default=_triton_http(), help="as promote")
+
+    a = common.command(
+        acts, "pull", _safe(_cmd_pull), help="download a version (or 'serving') as a model folder"
+    )
     a.add_argument("model_version", metavar="VERSION", help="version number or 'serving'")
     a.add_argument("out", type=Path, metavar="OUT_DIR")
-    a.set_defaults(func=_safe(_cmd_pull))
+
+
+#: The name the ``phagoflow`` parser knew this by before the CLI became a package.
+add_model_commands = add_parser
+
+
+def _triton_http() -> str | None:
+    """``--triton-http``'s default: ``PHAGOFLOW_TRITON_HTTP``, when set and not empty."""
+    return os.environ.get("PHAGOFLOW_TRITON_HTTP") or None
+
+
+def _add_gate_options(a: argparse.ArgumentParser) -> None:
+    """The promotion gate's options of ``push --promote`` and ``promote``."""
+    a.add_argument(
+        "--plates", nargs="+", default=[], metavar="PLATE", help="held-out plates for the gate"
+    )
+    a.add_argument("--max-fields", type=int, default=None, help="cap the held-out fields")
+    a.add_argument(
+        "--tolerance",
+        type=float,
+        default=None,
+        help="allowed mean-IoU drop (default 0 vs curated masks, 0.02 vs CIP masks)",
+    )
+    a.add_argument("--force", action="store_true", help="promote without the gate")
+    a.add_argument(
+        "--triton-config",
+        type=Path,
+        default=os.environ.get("PHAGOFLOW_TRITON_CONFIG") or None,
+        help="Triton config.pbtxt to pin (first promotion; env PHAGOFLOW_TRITON_CONFIG)",
+    )
+    a.add_argument(
+        "--triton-http",
+        default=_triton_http(),
+        help=(
+            "Triton HTTP URL: the gate compares against the version it reports serving, "
+            "then asks it to (re)load the model (explicit model control mode)"
+        ),
+    )
+    a.add_argument(
+        "--cip-version",
+        default=None,
+        help="CIP version of the reference masks (default: the current CIP's, or the only one)",
+    )
 
 
 def _registry(args: argparse.Namespace) -> ModelRegistry:
@@ -316,19 +329,15 @@ def _cmd_pull(args: argparse.Namespace) -> int:
     return 0
 
 
-def _safe(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+def _errors() -> tuple[type[BaseException], ...]:
+    """What a ``model`` action reports in one line (status 1): registry and store errors."""
+    from phagoflow.core.model_dir import ModelDirError
+    from phagoflow.registry.store import RegistryError
+    from phagoflow.services.objectstore import ObjectStoreError
+
+    return (RegistryError, ModelDirError, ObjectStoreError, ValueError, OSError)
+
+
+def _safe(func: common.Handler) -> common.Handler:
     """Wrap a handler: registry and store errors print ``phagoflow: message`` and exit 1."""
-
-    def run(args: argparse.Namespace) -> int:
-        from phagoflow.core.model_dir import ModelDirError
-        from phagoflow.registry.store import RegistryError
-        from phagoflow.services.objectstore import ObjectStoreError
-
-        try:
-            return int(func(args))
-        except (RegistryError, ModelDirError, ObjectStoreError, ValueError, OSError) as exc:
-            logger.debug("details", exc_info=exc)
-            print(f"phagoflow: {exc}", file=sys.stderr)
-            return 1
-
-    return run
+    return common.one_line_errors(func, _errors, log=logger)
