@@ -626,15 +626,50 @@ def _cells(
     h, w = p.size_yx
     spacing = p.um_to_px(p.cell_diameter_um)
     m = math.ceil(spacing)  # margin: cells centred just outside the field still show
+    colony = _colony_mask(p, gen, m)
+    centres, iy, ix = _hex_centres(p, gen, colony, spacing)
+    cells = np.zeros((h, w), np.intp)
+    nuclei = np.zeros((h, w), bool)
+    membrane = np.zeros((h, w), bool)
+    if len(centres) == 0:
+        return cells, nuclei, membrane, spacing
+    cells, centres = _warped_voronoi(gen, colony, centres, iy, ix, spacing, m, (h, w))
+    if len(centres) == 0:
+        return cells, nuclei, membrane, spacing
+    nuclei = _nuclei_mask(p, gen, cells, centres, spacing)
+    # 1-px membrane lines between neighbouring cells
+    right = (cells[:, :-1] != cells[:, 1:]) & (cells[:, :-1] > 0) & (cells[:, 1:] > 0)
+    down = (cells[:-1, :] != cells[1:, :]) & (cells[:-1, :] > 0) & (cells[1:, :] > 0)
+    membrane[:, :-1] |= right
+    membrane[:-1, :] |= down
+    return cells, nuclei, membrane, spacing
+
+
+def _colony_mask(
+    p: SimulationParameters, gen: np.random.Generator, m: int
+) -> npt.NDArray[np.bool_]:
+    """Where the colony grows, on the field padded by ``m`` px each side (smooth noise above
+    the quantile that gives the drawn coverage inside the field)."""
+    h, w = p.size_yx
     ph, pw = h + 2 * m, w + 2 * m
     scale = p.um_to_px(p.colony_scale_um)
     colony_field = _smooth_noise(gen, (ph, pw), scale, factor=8)
     colony_field += 0.25 * _smooth_noise(gen, (ph, pw), 0.15 * scale, factor=4)
     coverage = gen.uniform(*p.colony_coverage)
     inner = colony_field[m : m + h, m : m + w]
-    colony = colony_field > np.quantile(inner, 1.0 - coverage)
+    mask: npt.NDArray[np.bool_] = colony_field > np.quantile(inner, 1.0 - coverage)
+    return mask
 
-    # jittered hexagonal grid of cell centres (padded coordinates), kept where the colony is
+
+def _hex_centres(
+    p: SimulationParameters,
+    gen: np.random.Generator,
+    colony: npt.NDArray[np.bool_],
+    spacing: float,
+) -> tuple[FloatArray, IntArray, IntArray]:
+    """Jittered hexagonal grid of cell centres (padded coordinates), kept where the colony is;
+    with their rounded rows and columns."""
+    ph, pw = colony.shape
     dy = spacing * math.sqrt(3) / 2
     rows = np.arange(0, math.ceil(ph / dy) + 1)
     cols = np.arange(0, math.ceil(pw / spacing) + 1)
@@ -646,19 +681,29 @@ def _cells(
     ix = np.round(centres[:, 1]).astype(np.intp)
     inside = (iy >= 0) & (iy < ph) & (ix >= 0) & (ix < pw)
     inside[inside] = colony[iy[inside], ix[inside]]
-    centres, iy, ix = centres[inside], iy[inside], ix[inside]
-    cells = np.zeros((h, w), np.intp)
-    nuclei = np.zeros((h, w), bool)
-    membrane = np.zeros((h, w), bool)
-    if len(centres) == 0:
-        return cells, nuclei, membrane, spacing
+    return centres[inside], iy[inside], ix[inside]
+
+
+def _warped_voronoi(
+    gen: np.random.Generator,
+    colony: npt.NDArray[np.bool_],
+    centres: FloatArray,
+    iy: IntArray,
+    ix: IntArray,
+    spacing: float,
+    m: int,
+    shape: tuple[int, int],
+) -> tuple[IntArray, FloatArray]:
+    """Cell labels 1..n of the field (Voronoi regions of the centres, looked up through smooth
+    noise so outlines are not straight polygon edges), and the centres of the cells present."""
+    h, w = shape
+    ph, pw = colony.shape
     seeds = np.zeros((ph, pw), np.intp)
     seeds[iy, ix] = np.arange(1, len(centres) + 1)
     dist, (ny, nx) = ndi.distance_transform_edt(seeds == 0, return_indices=True)
     region = colony | (dist < 0.45 * spacing)  # the colony edge follows the outer cells
     region &= dist < 0.7 * spacing
     voronoi = np.where(region, seeds[ny, nx], 0)
-    # warp the lookup with smooth noise so cell outlines are not straight polygon edges
     amp = 0.1 * spacing
     wy = amp * _smooth_noise(gen, (h, w), 0.3 * spacing, factor=4)
     wx = amp * _smooth_noise(gen, (h, w), 0.3 * spacing, factor=4)
@@ -670,19 +715,26 @@ def _cells(
         present = np.concatenate([[0], present])
         cells_flat = cells_flat + 1
     cells = cells_flat.reshape(h, w).astype(np.intp)
-    centres = centres[present[1:] - 1] - m
-    n = len(centres)
-    if n == 0:
-        return cells, nuclei, membrane, spacing
+    return cells, centres[present[1:] - 1] - m
 
-    # nuclei: rotated ellipses with a wobbly outline, near the cell centre
+
+def _nuclei_mask(
+    p: SimulationParameters,
+    gen: np.random.Generator,
+    cells: IntArray,
+    centres: FloatArray,
+    spacing: float,
+) -> npt.NDArray[np.bool_]:
+    """Nuclei: rotated ellipses with a wobbly outline, near each cell's centre."""
+    n = len(centres)
+    nuclei = np.zeros(cells.shape, bool)
     yy, xx = np.nonzero(cells)
     lab = cells[yy, xx] - 1
     centre = centres + gen.normal(0.0, 0.04 * spacing, centres.shape)
     radius = gen.uniform(*p.nucleus_fraction, n) * spacing / 2
     aspect = 1.0 + gen.uniform(0.0, 0.25, n)
     theta = gen.uniform(0.0, math.pi, n)
-    wobble = _smooth_noise(gen, (h, w), 0.12 * spacing, factor=2)
+    wobble = _smooth_noise(gen, (cells.shape[0], cells.shape[1]), 0.12 * spacing, factor=2)
     ddy = yy - centre[lab, 0]
     ddx = xx - centre[lab, 1]
     c, s = np.cos(theta[lab]), np.sin(theta[lab])
@@ -690,13 +742,7 @@ def _cells(
     v = (-ddx * s + ddy * c) * aspect[lab] / radius[lab]
     q = np.sqrt(u * u + v * v) * (1.0 + 0.07 * wobble[yy, xx])
     nuclei[yy, xx] = q < 1.0
-
-    # 1-px membrane lines between neighbouring cells
-    right = (cells[:, :-1] != cells[:, 1:]) & (cells[:, :-1] > 0) & (cells[:, 1:] > 0)
-    down = (cells[:-1, :] != cells[1:, :]) & (cells[:-1, :] > 0) & (cells[1:, :] > 0)
-    membrane[:, :-1] |= right
-    membrane[:-1, :] |= down
-    return cells, nuclei, membrane, spacing
+    return nuclei
 
 
 def _cytosol(
@@ -802,8 +848,22 @@ def _place_vesicles(
         xx = pix % w + gen.uniform(-0.5, 0.5, todo.size)
         todo = fits.place(todo, yy, xx, r, c, y, x)
 
-    # clustered objects: touching an already placed object in the same cell
-    todo = np.flatnonzero(clustered)
+    _place_clustered(gen, np.flatnonzero(clustered), r, cell, fits, y, x)
+    keep = np.isfinite(y)
+    return _Vesicles(y[keep], x[keep], r[keep], cls[keep], cell[keep], empty.owner)
+
+
+def _place_clustered(
+    gen: np.random.Generator,
+    todo: IntArray,
+    r: FloatArray,
+    cell: IntArray,
+    fits: _Fits,
+    y: FloatArray,
+    x: FloatArray,
+) -> None:
+    """Place clustered objects touching an already placed object in the same cell (in place:
+    ``y``, ``x`` of those that fit within the rounds)."""
     for _ in range(_PLACEMENT_ROUNDS):
         placed = np.flatnonzero(np.isfinite(y))
         if todo.size == 0 or placed.size == 0:
@@ -814,9 +874,6 @@ def _place_vesicles(
         yy = y[parent] + d * np.sin(angle)
         xx = x[parent] + d * np.cos(angle)
         todo = fits.place(todo, yy, xx, r, cell[todo], y, x)
-
-    keep = np.isfinite(y)
-    return _Vesicles(y[keep], x[keep], r[keep], cls[keep], cell[keep], empty.owner)
 
 
 def _vesicle_classes(
