@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import Final
 
 import numpy as np
 
@@ -56,7 +57,37 @@ def format_table(results: Mapping[str, EvaluationResult]) -> str:
     rows: list[tuple[str, str, list[str]]] = [
         ("fields", "", [str(results[m].n_images) for m in methods]),
         ("pixels", "", [str(results[m].n_pixels) for m in methods]),
+        *_metric_rows(results, methods, names),
     ]
+    for key in results[methods[0]].matlab:
+        rows.append(("MATLAB", key, [_fmt(results[m].matlab[key]) for m in methods]))
+    for name in names[1:]:
+        for label, attr in _BOX_ROWS:
+            values = [_fmt(getattr(results[m].boxes[name], attr)) for m in methods]
+            rows.append((f"boxes {name}", label, values))
+    return _fixed_width(rows, methods)
+
+
+#: Rows of the box surrogate in :func:`format_table`: label and :class:`BoxStats` attribute.
+_BOX_ROWS: Final[tuple[tuple[str, str], ...]] = (
+    ("true objects", "n_true"),
+    ("predicted objects", "n_pred"),
+    ("matches", "n_matched"),
+    ("matches IoU 0.1-0.49", "n_low_iou"),
+    ("matches IoU 0.5-1", "n_high_iou"),
+    ("false positive ratio", "false_positive_ratio"),
+    ("false negative ratio", "false_negative_ratio"),
+    ("object precision", "precision"),
+    ("object recall", "recall"),
+    ("object F1", "f1"),
+)
+
+
+def _metric_rows(
+    results: Mapping[str, EvaluationResult], methods: list[str], names: tuple[str, ...]
+) -> list[tuple[str, str, list[str]]]:
+    """Per metric every method has: its aggregations, then one row per class."""
+    rows: list[tuple[str, str, list[str]]] = []
     extra = [
         k for k in results[methods[0]].per_class if k not in (*PIXEL_METRICS, *BOUNDARY_METRICS)
     ]
@@ -69,30 +100,11 @@ def format_table(results: Mapping[str, EvaluationResult]) -> str:
             rows.append(
                 (metric, name, [_fmt(float(results[m].per_class[metric][k])) for m in methods])
             )
-    for key in results[methods[0]].matlab:
-        rows.append(("MATLAB", key, [_fmt(results[m].matlab[key]) for m in methods]))
-    box_rows = (
-        ("true objects", "n_true"),
-        ("predicted objects", "n_pred"),
-        ("matches", "n_matched"),
-        ("matches IoU 0.1-0.49", "n_low_iou"),
-        ("matches IoU 0.5-1", "n_high_iou"),
-        ("false positive ratio", "false_positive_ratio"),
-        ("false negative ratio", "false_negative_ratio"),
-        ("object precision", "precision"),
-        ("object recall", "recall"),
-        ("object F1", "f1"),
-    )
-    for name in names[1:]:
-        for label, attr in box_rows:
-            rows.append(
-                (
-                    f"boxes {name}",
-                    label,
-                    [_fmt(getattr(results[m].boxes[name], attr)) for m in methods],
-                )
-            )
+    return rows
 
+
+def _fixed_width(rows: list[tuple[str, str, list[str]]], methods: list[str]) -> str:
+    """The rows under a ``metric / aggregation / <method>...`` header, columns aligned."""
     w0 = max(len("metric"), *(len(r[0]) for r in rows))
     w1 = max(len("aggregation"), *(len(r[1]) for r in rows))
     wc = [max(len(m), 9, *(len(r[2][i]) for r in rows)) for i, m in enumerate(methods)]
