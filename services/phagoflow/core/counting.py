@@ -145,6 +145,32 @@ def _validate_measure_inputs(
             )
 
 
+def _bounding_boxes(
+    inverse: npt.NDArray[np.intp], ys: npt.NDArray[np.intp], xs: npt.NDArray[np.intp], n: int
+) -> tuple[npt.NDArray[np.int64], ...]:
+    """``(y0, x0, y1, x1)`` per object, inclusive pixel bounds, from each pixel's object index."""
+    y0 = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
+    x0 = y0.copy()
+    y1 = np.full(n, -1, dtype=np.int64)
+    x1 = y1.copy()
+    np.minimum.at(y0, inverse, ys)
+    np.minimum.at(x0, inverse, xs)
+    np.maximum.at(y1, inverse, ys)
+    np.maximum.at(x1, inverse, xs)
+    return y0, x0, y1, x1
+
+
+def _majority_class(
+    inverse: npt.NDArray[np.intp], values: npt.NDArray[Any], n: int
+) -> npt.NDArray[np.int64]:
+    """Class per object: majority vote of its pixels' mask values (ties: the lower class;
+    exactly one value for component labels)."""
+    votes = np.zeros((n, len(ObjectClass)), dtype=np.int64)
+    np.add.at(votes, (inverse, values.astype(np.int64)), 1)
+    cls: npt.NDArray[np.int64] = votes[:, 1:].argmax(axis=1) + 1
+    return cls
+
+
 def _instance_labels(mask: npt.NDArray[Any]) -> npt.NDArray[np.int32]:
     """Per-class 8-connected components, numbered class 1 first, then class 2."""
     out = np.zeros(mask.shape, dtype=np.int32)
@@ -210,18 +236,8 @@ def measure_objects(
     green = np.bincount(inverse, weights=image[1][fg].astype(np.float64), minlength=n) / counts
     cy = np.bincount(inverse, weights=ys.astype(np.float64), minlength=n) / counts
     cx = np.bincount(inverse, weights=xs.astype(np.float64), minlength=n) / counts
-    y0 = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
-    x0 = y0.copy()
-    y1 = np.full(n, -1, dtype=np.int64)
-    x1 = y1.copy()
-    np.minimum.at(y0, inverse, ys)
-    np.minimum.at(x0, inverse, xs)
-    np.maximum.at(y1, inverse, ys)
-    np.maximum.at(x1, inverse, xs)
-    # Class per object: majority vote of mask values (exactly one value for component labels).
-    votes = np.zeros((n, 3), dtype=np.int64)
-    np.add.at(votes, (inverse, mask[fg].astype(np.int64)), 1)
-    cls = votes[:, 1:].argmax(axis=1) + 1
+    y0, x0, y1, x1 = _bounding_boxes(inverse, ys, xs, n)
+    cls = _majority_class(inverse, mask[fg], n)
 
     order = sorted(range(n), key=lambda i: (int(cls[i]), int(ids[i])))
     px_area = pixel_size_um * pixel_size_um
