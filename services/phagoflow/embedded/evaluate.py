@@ -459,24 +459,13 @@ def evaluate_plate(
         batch_size=batch_size,
         threads=threads,
     )
-    provenance: dict[str, dict[str, Any]] = {
-        m: {**seg.provenance, "fingerprint": seg.fingerprint} for m, seg in segmenters.items()
-    }
-    for u in unets:
-        provenance[u.name]["method"] = u.name
-    for src in masks:
-        provenance[src.name] = _mask_provenance(src, truth.cat, len(mask_maps[src.name]))
-
+    provenance = _provenance(segmenters, unets, masks, truth.cat, mask_maps)
     tally = _Tally(truth, {n: SegmentationScores(config=cfg) for n in names})
     bar = tqdm(
         truth.records, desc=f"{truth.cat.plate_id} evaluate", unit="field", disable=not progress
     )
     for rec in bar:
-        preds = _predictions(truth, rec, segmenters, mask_maps)
-        if isinstance(preds, str):
-            tally.skipped.append({"field": rec.key.name, "reason": preds})
-        else:
-            tally.add(rec, preds)
+        tally.add(rec, _predictions(truth, rec, segmenters, mask_maps))
     bar.close()
     if not tally.evaluated:
         reasons = "; ".join(f"{s['field']}: {s['reason']}" for s in tally.skipped[:3])
@@ -616,6 +605,24 @@ def _segmenters(
     return segmenters
 
 
+def _provenance(
+    segmenters: dict[str, Segmenter],
+    unets: Sequence[MaskSource],
+    masks: Sequence[MaskSource],
+    cat: PlateCatalogue,
+    mask_maps: dict[str, dict[str, Path]],
+) -> dict[str, dict[str, Any]]:
+    """Where each method's masks come from: segmenter provenance and fingerprint, mask folders."""
+    provenance: dict[str, dict[str, Any]] = {
+        m: {**seg.provenance, "fingerprint": seg.fingerprint} for m, seg in segmenters.items()
+    }
+    for u in unets:
+        provenance[u.name]["method"] = u.name
+    for src in masks:
+        provenance[src.name] = _mask_provenance(src, cat, len(mask_maps[src.name]))
+    return provenance
+
+
 def _predictions(
     truth: _PlateTruth,
     rec: FieldRecord,
@@ -659,9 +666,13 @@ class _Tally:
     def __post_init__(self) -> None:
         self.use_instances = self.truth.has_instances
 
-    def add(self, rec: FieldRecord, preds: dict[str, NDArray[Any]]) -> None:
-        """Score and count one field's predictions, and count its truth."""
+    def add(self, rec: FieldRecord, preds: dict[str, NDArray[Any]] | str) -> None:
+        """Score and count one field's predictions and its truth; or skip it, for the reason
+        ``preds`` gives."""
         cat, fname = self.truth.cat, rec.key.name
+        if isinstance(preds, str):
+            self.skipped.append({"field": fname, "reason": preds})
+            return
         shape, px = cat.size_yx, cat.pixel_size_um
         truth = read_mask(self.truth.paths[fname], shape)
 
