@@ -83,23 +83,25 @@ def class_iou(confusion: ArrayLike) -> FloatArray:
     -------
     (C,) ndarray of float64
         IoU per class; ``nan`` for a class neither in the truth nor predicted.
+
+    Examples
+    --------
+    >>> class_iou([[2, 1], [0, 1]])  # class 0: 2 / (2 + 0 + 1), class 1: 1 / (1 + 1 + 0)
+    array([0.66666667, 0.5       ])
     """
     tp, fp, fn, _ = one_vs_rest_counts(confusion)
     return _ratio(tp, tp + fp + fn)
 
 
 def normalized_confusion(confusion: ArrayLike) -> FloatArray:
-    """A confusion matrix divided by its row sums (the true pixels of each class).
+    """``(C, C)`` float64: a ``(C, C)`` confusion matrix (rows = truth) over its row sums.
 
-    Parameters
-    ----------
-    confusion : (C, C) array_like of int
-        Pixel confusion matrix, rows = truth, columns = prediction.
+    Each row then says where the true pixels of its class went; the rows of classes absent
+    from the truth are ``nan``.
 
-    Returns
-    -------
-    (C, C) ndarray of float64
-        Row-normalised matrix; rows of classes absent from the truth are ``nan``.
+    >>> normalized_confusion([[2, 1], [0, 0]])
+    array([[0.66666667, 0.33333333],
+           [       nan,        nan]])
     """
     m = np.asarray(confusion)
     return _ratio(m, m.sum(axis=1, keepdims=True))
