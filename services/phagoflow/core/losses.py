@@ -64,21 +64,7 @@ def generalised_dice_loss(
     _validate(logits, target)
     n_classes = logits.shape[1]
     probs = torch.softmax(logits.float(), dim=1)
-    target = target.long()
-    if ignore_index is not None:
-        valid = target != ignore_index
-        safe_target = torch.where(valid, target, torch.zeros_like(target))
-    else:
-        valid = torch.ones_like(target, dtype=torch.bool)
-        safe_target = target
-    if int(safe_target.max()) >= n_classes or int(safe_target.min()) < 0:
-        raise ValueError(
-            f"target values must lie in [0, {n_classes}) or equal ignore_index={ignore_index}, "
-            f"got range [{int(target.min())}, {int(target.max())}]"
-        )
-    onehot = F.one_hot(safe_target, n_classes).permute(0, 3, 1, 2).to(probs.dtype)
-    vmask = valid.unsqueeze(1).to(probs.dtype)
-    onehot = onehot * vmask
+    onehot, vmask = _masked_onehot(target.long(), n_classes, ignore_index, probs.dtype)
     probs = probs * vmask
 
     dims: tuple[int, ...] = (0, 2, 3) if batch_dice else (2, 3)
@@ -93,14 +79,7 @@ def generalised_dice_loss(
     min_count = torch.where(present, count, torch.full_like(count, float("inf"))).amin(dim=1)
     has_valid = torch.isfinite(min_count)
     scale = torch.where(has_valid, min_count, torch.ones_like(min_count))
-    weights = torch.where(present, (scale[:, None] / count.clamp(min=1.0)) ** 2, 0.0)
-    if absent_class_weight == "max":
-        w_max = weights.amax(dim=1, keepdim=True)
-        weights = torch.where(present, weights, w_max.expand_as(weights))
-    elif absent_class_weight != "zero":
-        raise ValueError(
-            f"absent_class_weight must be 'max' or 'zero', got {absent_class_weight!r}"
-        )
+    weights = _class_weights(count, present, scale, absent_class_weight)
     numerator = 2.0 * (weights * intersection).sum(dim=1)
     denominator = (weights * union).sum(dim=1)
     dice = numerator / denominator.clamp(min=torch.finfo(probs.dtype).tiny)
@@ -109,6 +88,43 @@ def generalised_dice_loss(
     if int(n_valid) == 0:
         return (logits * 0.0).sum()
     return per_image.sum() / n_valid
+
+
+def _masked_onehot(
+    target: torch.Tensor, n_classes: int, ignore_index: int | None, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(N, K, H, W)`` one-hot target, zero on ignored pixels, and the ``(N, 1, H, W)`` mask
+    of valid pixels; ``ValueError`` on a value outside ``[0, K)`` that is not ignored."""
+    if ignore_index is not None:
+        valid = target != ignore_index
+        safe_target = torch.where(valid, target, torch.zeros_like(target))
+    else:
+        valid = torch.ones_like(target, dtype=torch.bool)
+        safe_target = target
+    if int(safe_target.max()) >= n_classes or int(safe_target.min()) < 0:
+        raise ValueError(
+            f"target values must lie in [0, {n_classes}) or equal ignore_index={ignore_index}, "
+            f"got range [{int(target.min())}, {int(target.max())}]"
+        )
+    onehot = F.one_hot(safe_target, n_classes).permute(0, 3, 1, 2).to(dtype)
+    vmask = valid.unsqueeze(1).to(dtype)
+    return onehot * vmask, vmask
+
+
+def _class_weights(
+    count: torch.Tensor, present: torch.Tensor, scale: torch.Tensor, absent_class_weight: str
+) -> torch.Tensor:
+    """Per image and class ``(scale / count)²``; absent classes get 0 (``"zero"``) or the
+    image's largest weight (``"max"``)."""
+    weights = torch.where(present, (scale[:, None] / count.clamp(min=1.0)) ** 2, 0.0)
+    if absent_class_weight == "max":
+        w_max = weights.amax(dim=1, keepdim=True)
+        weights = torch.where(present, weights, w_max.expand_as(weights))
+    elif absent_class_weight != "zero":
+        raise ValueError(
+            f"absent_class_weight must be 'max' or 'zero', got {absent_class_weight!r}"
+        )
+    return weights
 
 
 class GeneralisedDiceLoss(nn.Module):
