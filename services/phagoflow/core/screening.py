@@ -539,22 +539,7 @@ def plate_statistics(
     z = robust_z(val, smp) if smp.size else np.full(val.shape, np.nan)
     poc = percent_of_control(val, neg) if neg.size else np.full(val.shape, np.nan)
     hit = call_hits(z, threshold=p.hit_z, direction=p.hit_direction) & (role == Role.SAMPLE.value)
-    wells = tuple(
-        WellStatistics(
-            e.row,
-            e.col,
-            e.role,
-            e.compound,
-            e.condition,
-            e.concentration,
-            e.unit,
-            float(val[i]),
-            float(z[i]),
-            float(poc[i]),
-            bool(hit[i]),
-        )
-        for i, e in enumerate(mapped)
-    )
+    wells = _well_statistics(mapped, val, z, poc, hit)
     median = float(np.median(smp)) if smp.size else math.nan
     return PlateStatistics(
         plate=plate,
@@ -574,6 +559,32 @@ def plate_statistics(
         wells=wells,
         dose_response=_dose_fits(mapped, val, p),
         params=p,
+    )
+
+
+def _well_statistics(
+    mapped: Sequence[PlateMapEntry],
+    val: FloatArray,
+    z: FloatArray,
+    poc: FloatArray,
+    hit: npt.NDArray[np.bool_],
+) -> tuple[WellStatistics, ...]:
+    """One :class:`WellStatistics` per mapped well: its map entry and its numbers."""
+    return tuple(
+        WellStatistics(
+            e.row,
+            e.col,
+            e.role,
+            e.compound,
+            e.condition,
+            e.concentration,
+            e.unit,
+            float(val[i]),
+            float(z[i]),
+            float(poc[i]),
+            bool(hit[i]),
+        )
+        for i, e in enumerate(mapped)
     )
 
 
