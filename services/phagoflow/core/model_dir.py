@@ -204,13 +204,7 @@ def save_model_dir(
         json.dumps(extra, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"card_extra must be JSON-serialisable (no NaN/inf): {exc}") from exc
-    path = Path(path)
-    if not overwrite and any((path / f).exists() for f in (TORCH_FILE, ONNX_FILE, CARD_FILE)):
-        raise FileExistsError(f"{path} already holds a model; pass overwrite=True to replace it")
-    path.mkdir(parents=True, exist_ok=True)
-    if (path / CARD_FILE).exists():
-        (path / CARD_FILE).unlink()  # an interrupted overwrite must not leave a stale card
-
+    path = _prepare_folder(Path(path), overwrite=overwrite)
     cpu_model = copy.deepcopy(model).cpu().eval()
     state = {k: v.detach().clone() for k, v in cpu_model.state_dict().items()}
     _atomic_write(path / TORCH_FILE, _torch_bytes(state))
@@ -220,12 +214,8 @@ def save_model_dir(
 
     checksums = {f: sha256_file(path / f) for f in (TORCH_FILE, ONNX_FILE)}
     if version is None:
-        version = (
-            "sha-"
-            + hashlib.sha256((checksums[TORCH_FILE] + checksums[ONNX_FILE]).encode()).hexdigest()[
-                :12
-            ]
-        )
+        both = (checksums[TORCH_FILE] + checksums[ONNX_FILE]).encode()
+        version = "sha-" + hashlib.sha256(both).hexdigest()[:12]
     card = ModelCard(
         name=name,
         version=version,
@@ -239,6 +229,16 @@ def save_model_dir(
     text = json.dumps(card.model_dump(mode="json"), indent=2, sort_keys=False, allow_nan=False)
     _atomic_write(path / CARD_FILE, (text + "\n").encode())
     return card
+
+
+def _prepare_folder(path: Path, *, overwrite: bool) -> Path:
+    """Create ``path`` for a new model; refuse to replace one unless ``overwrite``."""
+    if not overwrite and any((path / f).exists() for f in (TORCH_FILE, ONNX_FILE, CARD_FILE)):
+        raise FileExistsError(f"{path} already holds a model; pass overwrite=True to replace it")
+    path.mkdir(parents=True, exist_ok=True)
+    if (path / CARD_FILE).exists():
+        (path / CARD_FILE).unlink()  # an interrupted overwrite must not leave a stale card
+    return path
 
 
 def export_onnx(model: UNet) -> bytes:
