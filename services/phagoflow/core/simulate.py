@@ -525,15 +525,7 @@ def simulate_field(
     red = cytosol + red_obj
     green = cytosol * green_ratio[cells] * (1.0 - p.autolysosome_green_exclusion * occupancy)
     green += green_obj
-    signal = np.stack([red, green]).astype(np.float32)
-    sigma_px = p.um_to_px(p.psf_sigma_um)
-    if sigma_px > 0:
-        signal = ndi.gaussian_filter(signal, sigma=(0.0, sigma_px, sigma_px), truncate=3.5)
-    if p.haze > 0:
-        signal += p.haze * _blur_low_res(signal, sigma_px=p.um_to_px(6.0))
-    signal += p.background
-    signal *= _vignetting(shape, p.vignetting)[None]
-    image = _camera(signal, p, gen)
+    image = _camera(_optics(np.stack([red, green]).astype(np.float32), p), p, gen)
     nuclear_image = None if nuclear is None else _render_nuclei(p, nuclear, gen, cells, nuclei)
 
     cls = vesicles.cls
@@ -1249,6 +1241,19 @@ def _plate_writer(
         fields_per_well=fields,
         **nuclear_option,
     )
+
+
+def _optics(signal: npt.NDArray[np.float32], p: SimulationParameters) -> npt.NDArray[np.float32]:
+    """What the microscope adds to the ``(2, H, W)`` signal before the camera: PSF blur,
+    out-of-focus haze, diffuse background and vignetting."""
+    sigma_px = p.um_to_px(p.psf_sigma_um)
+    if sigma_px > 0:
+        signal = ndi.gaussian_filter(signal, sigma=(0.0, sigma_px, sigma_px), truncate=3.5)
+    if p.haze > 0:
+        signal += p.haze * _blur_low_res(signal, sigma_px=p.um_to_px(6.0))
+    signal += p.background
+    signal *= _vignetting(p.size_yx, p.vignetting)[None]
+    return signal
 
 
 def _with_nuclei(sim: SimulatedField) -> npt.NDArray[np.uint16]:
