@@ -5,7 +5,8 @@ cannot be survived by the plate in flight. The guarantee is weaker but explicit:
 restarts the broker, re-creates the topics, raises an alert (``stack.json``, ``stack status``,
 an ERROR log line); the plate in flight is never reported complete with fields missing; the
 services should reconnect by themselves so that a plate dropped after the restart completes
-(not yet: their idempotent producers fail against the new broker; the xfail test below).
+(their producers are not idempotent, so the new broker, which knows no producer ids, takes
+their sends).
 Real servers throughout: the supervisor's own infrastructure wiring (``_start_infra``: tansu
 and moto with their after-restart hooks), services in threads.
 """
@@ -150,17 +151,6 @@ def test_broker_restart_mid_plate_is_alerted_and_never_reported_complete(
         _stop_services(stack)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "known gap: the services' producers are idempotent (kafka-python 3 default); the "
-        "restarted tansu does not know their producer ids, ingest dies with "
-        "OutOfOrderSequenceNumberError and metrics cannot publish (KafkaTimeoutError, batch "
-        "replayed forever) until the services are restarted. Fix: enable_idempotence=False in "
-        "phagoflow.services.kafkaio.make_producer (consumers de-duplicate anyway); then remove "
-        "this mark"
-    ),
-)
 def test_new_plate_completes_after_broker_restart_without_restarting_services(
     supervised: tuple[Supervisor, TansuBroker, MotoS3Server],
     plate6: SimulatedPlate,

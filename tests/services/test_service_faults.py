@@ -323,6 +323,8 @@ def test_kill_9_every_inference_worker_and_triton_mid_plate(
         assert triton.pid != triton_pid
 
         run.check(reference6_cdl)  # per-well CIP and CDL counts, every field, no dead letter
+        # every worker is ready again, also one whose partitions moved away while Triton was down
+        wait_for(lambda: all(w.is_ready() for w in workers), timeout_s=30)
         masks = local_stack.read(ev.Topic.MASKS_CDL.value, min_count=n, timeout_s=30)
         results: dict[str, set[str]] = {}
         for r in masks:

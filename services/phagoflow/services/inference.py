@@ -54,6 +54,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+#: ``/readyz`` reason while Triton does not answer.
+_TRITON_DOWN = "Triton unavailable"
+
 
 class TritonUnavailable(TransientError):
     """Triton did not answer (or the model is not ready) after the bounded retries: transient."""
@@ -84,6 +87,9 @@ class InferenceSettings(SegmentationSettings):
         Client timeout of one inference request.
     triton_retries : int
         Attempts per request before the record is retried later.
+    triton_probe_s : float
+        While not ready because Triton did not answer, how often it is asked whether it serves
+        again (``/readyz`` recovers without waiting for a record).
     triton_ready_timeout_s : float
         How long setup waits for the model to be ready before failing (then retried).
     model_dir : Path or None
@@ -103,6 +109,7 @@ class InferenceSettings(SegmentationSettings):
     triton_timeout_s: float = Field(default=30.0, gt=0.0)
     triton_retries: int = Field(default=4, ge=1)
     triton_ready_timeout_s: float = Field(default=60.0, gt=0.0)
+    triton_probe_s: float = Field(default=2.0, gt=0.0)
     model_dir: Path | None = None
     inference_batch_size: int = Field(default=8, ge=1, le=64)
 
@@ -430,6 +437,7 @@ class InferenceService(SegmentationService):
             registry=self.registry,
         )
         self._switches_seen = 0
+        self._last_probe = 0.0
 
     def setup(self) -> None:
         s = self.settings
@@ -462,12 +470,36 @@ class InferenceService(SegmentationService):
             ready = super().segment(event)
         except TritonUnavailable:
             self.m_triton_errors.inc()
-            self.set_not_ready("Triton unavailable")
+            self.set_not_ready(_TRITON_DOWN)
             raise
         finally:
             self._count_switches()
         self.set_ready()
         return ready
+
+    def step(self) -> None:
+        """The shared loop's step, then readiness recovered while idle (see below)."""
+        super().step()
+        self._recover_readiness()
+
+    def _recover_readiness(self) -> None:
+        """Ready again once Triton serves a version, even if no record comes to prove it.
+
+        A worker marked not ready by an outage would otherwise stay 503 until its next answered
+        field, forever when the group moved its partitions away meanwhile. Triton is asked at
+        most every ``triton_probe_s`` seconds, and only while not ready because of it.
+        """
+        if self.backend is None or self.readiness()[0]:
+            return
+        if self._not_ready_reason != _TRITON_DOWN:
+            return
+        now = time.monotonic()
+        if now - self._last_probe < self.settings.triton_probe_s:
+            return
+        self._last_probe = now
+        if self.backend.ready_version("") is not None:
+            logger.info("Triton serves model %s again: ready", self.model_name)
+            self.set_ready()
 
     def card_of(self, version: str) -> ModelCard | None:
         """Card of Triton ``version`` from the model registry in the bucket, else None.

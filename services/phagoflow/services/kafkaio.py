@@ -63,7 +63,13 @@ class PermanentError(ValueError):
 
 
 def make_producer(settings: ServiceSettings, client_id: str) -> KafkaProducer:
-    """A producer that waits for every broker acknowledgement (``acks=all``)."""
+    """A producer that waits for every broker acknowledgement (``acks=all``).
+
+    Not idempotent (kafka-python 3 makes producers idempotent by default): a restarted broker
+    does not know the producer id and answers every send with ``OutOfOrderSequenceNumber``
+    until the process restarts. Order is kept by one request in flight, and every consumer
+    de-duplicates on deterministic result identities, so a retried send is harmless.
+    """
     return KafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap,
         client_id=client_id,
@@ -71,6 +77,7 @@ def make_producer(settings: ServiceSettings, client_id: str) -> KafkaProducer:
         retries=5,
         linger_ms=5,
         max_in_flight_requests_per_connection=1,
+        enable_idempotence=False,
         request_timeout_ms=15_000,
     )
 

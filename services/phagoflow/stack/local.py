@@ -279,9 +279,8 @@ class Component:
 _RESTART_LOSES = {
     "kafka": (
         "tansu keeps topics in memory only: every event and committed offset is gone; fields "
-        "in flight will not complete. The topics were re-created; restart the stack "
-        "(stack down, stack up: the services' producers do not recover) and drop unfinished "
-        "plates again (a real Kafka cluster keeps them)"
+        "in flight will not complete. The topics were re-created and the services go on: "
+        "drop unfinished plates again (a real Kafka cluster keeps them)"
     ),
     "s3": (
         "moto keeps objects in memory only: raw images, masks, manifests and the metrics "

@@ -14,9 +14,8 @@ The components are *attached* to the supervisor: they die with it, so nothing is
 
 Restarting tansu or moto's S3 server loses what they keep in memory (every topic, or every
 object): the supervisor re-creates the topics or the bucket so that new plates work, and raises
-an alert in ``stack.json`` and its log — a plate in flight at that moment does not complete,
-and after a tansu restart the services must be restarted too before new plates complete (their
-idempotent Kafka producers fail against the new broker; docs/streaming.md, fault table).
+an alert in ``stack.json`` and its log — a plate in flight at that moment does not complete;
+new plates do, with the services left running (docs/streaming.md, fault table).
 A stopped (SIGSTOP) or hung process is not detected: there is no liveness probe.
 """
 
