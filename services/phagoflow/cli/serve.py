@@ -17,25 +17,18 @@ PHAGOFLOW_WATCH_DIR, PHAGOFLOW_METRICS_PORT, ...
 
 def add_parser(sub: Any) -> None:
     """Add ``serve`` to the ``phagoflow`` sub-parsers ``sub``."""
+    from phagoflow.services import SERVICES
+
     p = common.command(sub, "serve", _cmd_serve, help=HELP, description=DESCRIPTION)
     p.add_argument(
         "service",
-        choices=("ingest", "cip", "inference", "metrics", "review"),
+        choices=sorted(SERVICES),
         help="service to run (review: the review app on PHAGOFLOW_REVIEW_PLATE of the store)",
     )
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    if args.service == "review":
-        from phagoflow.review.results import ResultsError
-        from phagoflow.review.store import serve_review_service
-
-        try:
-            return serve_review_service()
-        except ImportError as exc:  # fastapi/uvicorn are optional (the review extra)
-            return common.fail(ImportError(f"{exc}; install `pip install phagoflow[review]`"))
-        except ResultsError as exc:
-            return common.fail(exc)
+    """Every deployable, review included, through the one ``serve_service``."""
     from phagoflow.services import serve_service
 
     return serve_service(args.service)
