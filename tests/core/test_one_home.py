@@ -31,9 +31,7 @@ ALLOWED_FUNCTIONS = {
 #: class names; the plural count columns ("phagophores") are table schemas, not class names
 CLASS_WORDS = {"background", "phagophore", "autolysosome"}
 #: modules of other owners that still list class names, each to move to phagoflow.core.classes
-PENDING = {
-    "embedded/card.py": "_FOREGROUND = ('phagophore', 'autolysosome') (new card module)",
-}
+PENDING: dict[str, str] = {}
 
 
 def _modules() -> list[tuple[str, ast.Module]]:

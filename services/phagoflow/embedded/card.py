@@ -27,11 +27,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from phagoflow.core.classes import OBJECT_CLASS_NAMES
 from phagoflow.core.model_dir import CARD_FILE, load_model_dir
 
 __all__ = ["headline_scores", "main", "record_provenance"]
 
-_FOREGROUND = ("phagophore", "autolysosome")
+_FOREGROUND = tuple(OBJECT_CLASS_NAMES.values())
 
 
 def _round(value: Any, digits: int = 4) -> Any:
