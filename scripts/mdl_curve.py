@@ -29,11 +29,11 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import matplotlib
+from experiment import parse_overrides  # scripts/ is on sys.path when a script runs
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -86,17 +86,6 @@ def get_arg_parser() -> argparse.ArgumentParser:
         "--save-models", action="store_true", help="copy each MDL model folder to OUT/mdl-*"
     )
     return ap
-
-
-def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    """``["weight_decay=0"]`` → ``{"weight_decay": "0"}`` (pydantic converts the strings)."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set expects key=value, got {item!r}")
-        out[key.strip()] = value.strip()
-    return out
 
 
 def spread_fields(truth_dir: Path, seed: int) -> list[str]:
