@@ -115,10 +115,16 @@ function showView(name) {
   for (const v of ["plate", "well", "field", "rate"]) $("view-" + v).hidden = v !== name;
 }
 
+// Each navigation gets a number; one overtaken while it waited (the first plate load is slow)
+// must not show its view over the newer one's (it used to hide an open field behind the plate).
+let routeSeq = 0;
+
 async function route() {
+  const seq = ++routeSeq;
   const parts = location.hash.replace(/^#\/?/, "").split("/").filter(Boolean);
   try {
     if (!S.plate) await loadPlate();
+    if (seq !== routeSeq) return;
     if (parts[0] === "well" && parts[1]) { showView("well"); await showWell(parts[1]); }
     else if (parts[0] === "field" && parts[1]) { showView("field"); await openField(parts[1]); }
     else if (parts[0] === "rate") { showView("rate"); await showRating(parts[1]); }
