@@ -9,24 +9,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-import torch
 
 from phagoflow.cli import main
 from phagoflow.core.counting import WELL_COLUMNS
-from phagoflow.core.model_dir import save_model_dir
-from phagoflow.core.normalisation import NormalisationConfig
 from phagoflow.core.qc import relative_difference
-from phagoflow.core.unet import UNet, UNetConfig
+from unet_testing import random_unet_dir
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random-init U-Net folder: enough to exercise the CDL path (not its quality)."""
-    torch.manual_seed(0)
-    config = UNetConfig(base_channels=4)
-    path = tmp_path_factory.mktemp("model") / "m"
-    save_model_dir(path, UNet(config).eval(), config, NormalisationConfig(), name="test-unet")
-    return path
+    return random_unet_dir(tmp_path_factory.mktemp("model") / "m")
 
 
 def test_run_all_writes_both_methods_and_disagreement(tmp_path: Path, model_dir: Path) -> None:

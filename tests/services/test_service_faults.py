@@ -13,20 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 from prometheus_client.parser import text_string_to_metric_families
 from svc_testing import LocalStack, PlateRun, copy_into, harmony_files, wait_for
 from test_service_e2e import _get
 
 from phagoflow import events as ev
-from phagoflow.core.model_dir import save_model_dir
-from phagoflow.core.normalisation import NormalisationConfig
 from phagoflow.core.simulate import SimulatedPlate
-from phagoflow.core.unet import UNet, UNetConfig
 from phagoflow.embedded.run import RunResult, run_plate
 from phagoflow.services.cip import CipService, CipSettings
 from phagoflow.stack import MotoS3Server, TritonServer
 from phagoflow.stack.local import ServiceProcess
+from unet_testing import random_unet_dir
 
 pytestmark = pytest.mark.slow
 
@@ -203,11 +200,7 @@ MODEL = "autophagy_unet_cpu"
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random-init U-Net folder: exercises the CDL path, not its quality."""
-    torch.manual_seed(0)
-    config = UNetConfig(base_channels=4)
-    path = tmp_path_factory.mktemp("model") / "m"
-    save_model_dir(path, UNet(config).eval(), config, NormalisationConfig(), name="test-unet")
-    return path
+    return random_unet_dir(tmp_path_factory.mktemp("model") / "m")
 
 
 @pytest.fixture(scope="module")

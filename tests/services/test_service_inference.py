@@ -12,19 +12,16 @@ from typing import Any
 import numpy as np
 import pytest
 import tifffile
-import torch
 from svc_testing import LocalStack, PlateRun, harmony_files, wait_for
 from test_service_cip import _ingest_all
 
 from phagoflow import events as ev
-from phagoflow.core.model_dir import save_model_dir
-from phagoflow.core.normalisation import NormalisationConfig
 from phagoflow.core.simulate import SimulatedPlate
-from phagoflow.core.unet import UNet, UNetConfig
 from phagoflow.embedded.run import RunResult, run_plate
 from phagoflow.services.cip import CipService, CipSettings
 from phagoflow.services.inference import InferenceService, InferenceSettings
 from phagoflow.stack import TritonServer
+from unet_testing import random_unet_dir
 
 REPO = Path(__file__).resolve().parents[2] / "model_repository"
 MODEL = "autophagy_unet_cpu"
@@ -33,11 +30,7 @@ MODEL = "autophagy_unet_cpu"
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random-init U-Net folder: exercises the CDL path, not its quality."""
-    torch.manual_seed(0)
-    config = UNetConfig(base_channels=4)
-    path = tmp_path_factory.mktemp("model") / "m"
-    save_model_dir(path, UNet(config).eval(), config, NormalisationConfig(), name="test-unet")
-    return path
+    return random_unet_dir(tmp_path_factory.mktemp("model") / "m")
 
 
 @pytest.fixture(scope="module")
