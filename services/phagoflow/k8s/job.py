@@ -168,69 +168,79 @@ def training_command(spec: TrainingJobSpec) -> str:
     return " ".join(shlex.quote(a) for a in train) + " && " + quoted
 
 
-def _pod_template(spec: TrainingJobSpec) -> k8s.V1PodTemplateSpec:
-    secret = k8s.V1SecretKeySelector
-    env = [
-        k8s.V1EnvVar(
-            name="JOB_NAME",
-            value_from=k8s.V1EnvVarSource(
-                field_ref=k8s.V1ObjectFieldSelector(
-                    field_path="metadata.labels['batch.kubernetes.io/job-name']"
-                )
-            ),
-        ),
+def _env(spec: TrainingJobSpec) -> list[k8s.V1EnvVar]:
+    """Environment of the training container: the Job's name, MinIO, cache and JSON logs."""
+
+    def from_secret(name: str, key: str) -> k8s.V1EnvVar:
+        selector = k8s.V1SecretKeySelector(name=spec.s3_secret, key=key)
+        return k8s.V1EnvVar(name=name, value_from=k8s.V1EnvVarSource(secret_key_ref=selector))
+
+    job_label = k8s.V1ObjectFieldSelector(
+        field_path="metadata.labels['batch.kubernetes.io/job-name']"
+    )
+    return [
+        k8s.V1EnvVar(name="JOB_NAME", value_from=k8s.V1EnvVarSource(field_ref=job_label)),
         k8s.V1EnvVar(name="PHAGOFLOW_S3_ENDPOINT", value=spec.s3_endpoint),
         k8s.V1EnvVar(name="PHAGOFLOW_S3_SECURE", value=str(spec.s3_secure).lower()),
         k8s.V1EnvVar(name="PHAGOFLOW_BUCKET", value=spec.bucket),
-        k8s.V1EnvVar(
-            name="PHAGOFLOW_S3_ACCESS_KEY",
-            value_from=k8s.V1EnvVarSource(
-                secret_key_ref=secret(name=spec.s3_secret, key="access-key")
-            ),
-        ),
-        k8s.V1EnvVar(
-            name="PHAGOFLOW_S3_SECRET_KEY",
-            value_from=k8s.V1EnvVarSource(
-                secret_key_ref=secret(name=spec.s3_secret, key="secret-key")
-            ),
-        ),
+        from_secret("PHAGOFLOW_S3_ACCESS_KEY", "access-key"),
+        from_secret("PHAGOFLOW_S3_SECRET_KEY", "secret-key"),
         k8s.V1EnvVar(name="PHAGOFLOW_CACHE_DIR", value="/work/cache"),
         k8s.V1EnvVar(name="HOME", value="/tmp"),
         k8s.V1EnvVar(name="PHAGOFLOW_LOG_JSON", value="true"),
     ]
-    container = k8s.V1Container(
-        name="train",
-        image=spec.image,
-        image_pull_policy=spec.image_pull_policy,
-        command=["/bin/sh", "-c"],
-        args=[training_command(spec)],
-        env=env,
-        resources=k8s.V1ResourceRequirements(
-            requests={"cpu": spec.cpu_request, "memory": spec.memory_request},
-            limits={"memory": spec.memory_limit, "nvidia.com/gpu": str(spec.gpus)},
-        ),
-        security_context=k8s.V1SecurityContext(
-            run_as_non_root=True,
-            run_as_user=spec.run_as_user,
-            run_as_group=spec.run_as_user,
-            allow_privilege_escalation=False,
-            read_only_root_filesystem=True,
-            capabilities=k8s.V1Capabilities(drop=["ALL"]),
-            seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"),
-        ),
-        volume_mounts=[
-            k8s.V1VolumeMount(name="share", mount_path=spec.share_mount, read_only=True),
-            k8s.V1VolumeMount(name="work", mount_path="/work"),
-            k8s.V1VolumeMount(name="tmp", mount_path="/tmp"),
-            k8s.V1VolumeMount(name="shm", mount_path="/dev/shm"),
-            k8s.V1VolumeMount(
-                name="triton-config",
-                mount_path=spec.triton_config.rsplit("/", 1)[0],
-                read_only=True,
-            ),
-        ],
+
+
+def _resources(spec: TrainingJobSpec) -> k8s.V1ResourceRequirements:
+    """CPU and memory requests; memory and ``nvidia.com/gpu`` limits."""
+    return k8s.V1ResourceRequirements(
+        requests={"cpu": spec.cpu_request, "memory": spec.memory_request},
+        limits={"memory": spec.memory_limit, "nvidia.com/gpu": str(spec.gpus)},
     )
-    volumes = [
+
+
+def _container_security(spec: TrainingJobSpec) -> k8s.V1SecurityContext:
+    """Non-root, no privilege escalation, read-only root file system, no capabilities."""
+    return k8s.V1SecurityContext(
+        run_as_non_root=True,
+        run_as_user=spec.run_as_user,
+        run_as_group=spec.run_as_user,
+        allow_privilege_escalation=False,
+        read_only_root_filesystem=True,
+        capabilities=k8s.V1Capabilities(drop=["ALL"]),
+        seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"),
+    )
+
+
+def _pod_security(spec: TrainingJobSpec) -> k8s.V1PodSecurityContext:
+    """Non-root user and group of the pod; volumes are group-owned by it (``fs_group``)."""
+    return k8s.V1PodSecurityContext(
+        run_as_non_root=True,
+        run_as_user=spec.run_as_user,
+        run_as_group=spec.run_as_user,
+        fs_group=spec.run_as_user,
+        seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"),
+    )
+
+
+def _volume_mounts(spec: TrainingJobSpec) -> list[k8s.V1VolumeMount]:
+    """Where the container sees each of :func:`_volumes` (the share and config read-only)."""
+    return [
+        k8s.V1VolumeMount(name="share", mount_path=spec.share_mount, read_only=True),
+        k8s.V1VolumeMount(name="work", mount_path="/work"),
+        k8s.V1VolumeMount(name="tmp", mount_path="/tmp"),
+        k8s.V1VolumeMount(name="shm", mount_path="/dev/shm"),
+        k8s.V1VolumeMount(
+            name="triton-config",
+            mount_path=spec.triton_config.rsplit("/", 1)[0],
+            read_only=True,
+        ),
+    ]
+
+
+def _volumes(spec: TrainingJobSpec) -> list[k8s.V1Volume]:
+    """The microscope share, scratch space (work 50 GiB, tmp 1 GiB, shm) and the Triton config."""
+    return [
         k8s.V1Volume(
             name="share",
             persistent_volume_claim=k8s.V1PersistentVolumeClaimVolumeSource(
@@ -246,6 +256,25 @@ def _pod_template(spec: TrainingJobSpec) -> k8s.V1PodTemplateSpec:
             config_map=k8s.V1ConfigMapVolumeSource(name=spec.triton_config_map),
         ),
     ]
+
+
+def _container(spec: TrainingJobSpec) -> k8s.V1Container:
+    """The ``train`` container: :func:`training_command` under ``/bin/sh -c``."""
+    return k8s.V1Container(
+        name="train",
+        image=spec.image,
+        image_pull_policy=spec.image_pull_policy,
+        command=["/bin/sh", "-c"],
+        args=[training_command(spec)],
+        env=_env(spec),
+        resources=_resources(spec),
+        security_context=_container_security(spec),
+        volume_mounts=_volume_mounts(spec),
+    )
+
+
+def _pod_template(spec: TrainingJobSpec) -> k8s.V1PodTemplateSpec:
+    """The pod of a training run: one container on a GPU node, no API token, never restarted."""
     return k8s.V1PodTemplateSpec(
         metadata=k8s.V1ObjectMeta(labels=dict(APP_LABELS)),
         spec=k8s.V1PodSpec(
@@ -254,15 +283,9 @@ def _pod_template(spec: TrainingJobSpec) -> k8s.V1PodTemplateSpec:
             automount_service_account_token=False,
             node_selector=dict(spec.node_selector),
             tolerations=[k8s.V1Toleration(**t) for t in spec.tolerations],
-            security_context=k8s.V1PodSecurityContext(
-                run_as_non_root=True,
-                run_as_user=spec.run_as_user,
-                run_as_group=spec.run_as_user,
-                fs_group=spec.run_as_user,
-                seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"),
-            ),
-            containers=[container],
-            volumes=volumes,
+            security_context=_pod_security(spec),
+            containers=[_container(spec)],
+            volumes=_volumes(spec),
         ),
     )
 
