@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from dataclasses import KW_ONLY, dataclass
 from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal
@@ -197,6 +198,7 @@ def tiled_logits(
     return stitch_tiles(np.concatenate(outputs, axis=0), layout)
 
 
+@dataclass(eq=False)
 class Predictor:
     """Field in, class mask (and probabilities) out.
 
@@ -218,33 +220,25 @@ class Predictor:
         Folder the model came from, for provenance.
     """
 
-    def __init__(
-        self,
-        backend: TileBackend,
-        *,
-        normalisation: NormalisationConfig,
-        in_channels: int = 2,
-        batch_size: int = 8,
-        tile: int = 256,
-        border: int = 32,
-        card: ModelCard | None = None,
-        model_dir: Path | None = None,
-    ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    backend: TileBackend
+    _: KW_ONLY
+    normalisation: NormalisationConfig
+    in_channels: int = 2
+    batch_size: int = 8
+    tile: int = 256
+    border: int = 32
+    card: ModelCard | None = None
+    model_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        tile, border = self.tile, self.border
         if tile % 8 or tile - 2 * border <= 0 or border < 0:
             raise ValueError(
                 f"need tile a multiple of 8 and 0 <= 2*border < tile, got tile={tile}, "
                 f"border={border}"
             )
-        self.backend = backend
-        self.normalisation = normalisation
-        self.in_channels = in_channels
-        self.batch_size = batch_size
-        self.tile = tile
-        self.border = border
-        self.card = card
-        self.model_dir = model_dir
 
     def logits(self, field: NDArray[Any]) -> NDArray[np.float32]:
         """Per-class logits ``(K, H, W)`` float32 of a raw field ``(2, H, W)``."""

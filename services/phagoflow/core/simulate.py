@@ -774,6 +774,18 @@ class _Vesicles:
     cell: IntArray  # cell id
     owner: IntArray  # (H, W) object id 1..N owning each footprint pixel, 0 elsewhere
 
+    @classmethod
+    def none(cls, shape: tuple[int, ...]) -> _Vesicles:
+        """No vesicle in a field of ``shape`` (H, W)."""
+        return cls(
+            np.zeros(0),
+            np.zeros(0),
+            np.zeros(0),
+            np.zeros(0, np.uint8),
+            np.zeros(0, np.intp),
+            np.zeros(shape, np.intp),
+        )
+
 
 def _place_vesicles(
     p: SimulationParameters,
@@ -789,15 +801,7 @@ def _place_vesicles(
 
     ``factors`` multiply the rates of (phagophores, autolysosomes) on top of ``well_level``.
     """
-    shape = cells.shape
-    empty = _Vesicles(
-        np.zeros(0),
-        np.zeros(0),
-        np.zeros(0),
-        np.zeros(0, np.uint8),
-        np.zeros(0, np.intp),
-        np.zeros(shape, np.intp),
-    )
+    empty = _Vesicles.none(cells.shape)
     n_cells = int(cells.max())
     if n_cells == 0:
         return empty
@@ -826,10 +830,31 @@ def _place_vesicles(
     y = np.full(n, np.nan)
     x = np.full(n, np.nan)
     fits = _Fits(cells, room)
-    w = shape[1]
+    free = np.flatnonzero(~clustered)
+    _place_free(gen, free, (cand, starts, n_cand), r, cell, fits, y, x)
+    _place_clustered(gen, np.flatnonzero(clustered), r, cell, fits, y, x)
+    keep = np.isfinite(y)
+    return _Vesicles(y[keep], x[keep], r[keep], cls[keep], cell[keep], empty.owner)
 
-    # free objects: uniform in their cell's cytoplasm, re-drawn where they do not fit
-    todo = np.flatnonzero(~clustered)
+
+def _place_free(
+    gen: np.random.Generator,
+    todo: IntArray,
+    candidates: tuple[IntArray, IntArray, IntArray],
+    r: FloatArray,
+    cell: IntArray,
+    fits: _Fits,
+    y: FloatArray,
+    x: FloatArray,
+) -> None:
+    """Place free vesicles uniformly in their cell's cytoplasm, re-drawn where they do not fit.
+
+    ``candidates`` are the flat indices of cytoplasm pixels sorted by cell, each cell's first
+    index into them and their count per cell; ``y`` and ``x`` (pixels) are filled in place and
+    stay ``nan`` for vesicles that found no room in :data:`_PLACEMENT_ROUNDS` rounds.
+    """
+    cand, starts, n_cand = candidates
+    w = fits.cells.shape[1]
     for _ in range(_PLACEMENT_ROUNDS):
         if todo.size == 0:
             break
@@ -839,10 +864,6 @@ def _place_vesicles(
         yy = pix // w + gen.uniform(-0.5, 0.5, todo.size)
         xx = pix % w + gen.uniform(-0.5, 0.5, todo.size)
         todo = fits.place(todo, yy, xx, r, c, y, x)
-
-    _place_clustered(gen, np.flatnonzero(clustered), r, cell, fits, y, x)
-    keep = np.isfinite(y)
-    return _Vesicles(y[keep], x[keep], r[keep], cls[keep], cell[keep], empty.owner)
 
 
 def _place_clustered(
@@ -1171,10 +1192,7 @@ def simulate_plate(
     p = params if params is not None else SimulationParameters()
     pid = plate_id if plate_id is not None else f"SIM{seed:04d}"
     out_dir = Path(out_dir)
-    truth_dir = out_dir / "truth"
-    (truth_dir / "instances").mkdir(parents=True, exist_ok=True)
-    if nuclear is not None:
-        (truth_dir / "nuclei").mkdir(exist_ok=True)
+    truth_dir = _truth_folder(out_dir, nuclei=nuclear is not None)
     layout = plate_layout(wells)
     keys = [FieldKey(r, c, f) for r, c in layout for f in range(1, fields + 1)]
     levels = {(r, c): well_level(p, seed, r, c) for r, c in layout}
@@ -1201,9 +1219,7 @@ def simulate_plate(
     _write_csv(truth_dir / "wells.csv", _well_rows(pid, levels, screen, entries, factors))
     plate_map = None
     if screen is not None:
-        from phagoflow.core.platemap import write_plate_map
-
-        plate_map = write_plate_map(out_dir / "plate_map.csv", entries)
+        plate_map = _write_plate_map(out_dir, entries)
     return SimulatedPlate(
         export_dir=Path(export_dir),
         truth_dir=truth_dir,
@@ -1212,6 +1228,22 @@ def simulate_plate(
         n_fields=len(keys),
         plate_map=plate_map,
     )
+
+
+def _truth_folder(out_dir: Path, *, nuclei: bool) -> Path:
+    """Create ``out_dir/truth`` with its ``instances`` (and ``nuclei``) sub-folders."""
+    truth_dir = out_dir / "truth"
+    (truth_dir / "instances").mkdir(parents=True, exist_ok=True)
+    if nuclei:
+        (truth_dir / "nuclei").mkdir(exist_ok=True)
+    return truth_dir
+
+
+def _write_plate_map(out_dir: Path, entries: list[PlateMapEntry]) -> Path:
+    """Write the simulated screen's ``plate_map.csv`` (controls, samples, planted hits)."""
+    from phagoflow.core.platemap import write_plate_map
+
+    return write_plate_map(out_dir / "plate_map.csv", entries)
 
 
 def _plate_writer(

@@ -26,7 +26,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage as ndi
 
-from phagoflow.core.classes import OBJECT_CLASS_NAMES, ObjectClass
+from phagoflow.core.classes import OBJECT_CLASS_NAMES, OBJECT_CLASSES, ObjectClass
 from phagoflow.core.counting import ObjectRecord
 from phagoflow.core.opera.catalogue import FieldKey
 from phagoflow.core.wells import well_name
@@ -123,8 +123,8 @@ def mask_disagreements(
     differ = ndi.sum_labels(a != b, union, idx)
     size = ndi.sum_labels(np.ones_like(a, bool), union, idx)
     centres = ndi.center_of_mass(np.ones_like(a, bool), union, idx)
-    votes_a = [ndi.sum_labels(a == c, union, idx) for c in (1, 2)]
-    votes_b = [ndi.sum_labels(b == c, union, idx) for c in (1, 2)]
+    votes_a = [ndi.sum_labels(a == c, union, idx) for c in OBJECT_CLASSES]
+    votes_b = [ndi.sum_labels(b == c, union, idx) for c in OBJECT_CLASSES]
     slices = ndi.find_objects(union)
     out = []
     for i in np.flatnonzero((differ > 0) & (size >= MIN_OBJECT_PX)):

@@ -296,10 +296,11 @@ def _process_field(record: FieldRecord) -> list[FieldOutcome]:
         pixel_size_um=catalogue.pixel_size_um,
         sources=sources,
     )
-    outcomes = [_segment_one(m, record, image, pixels, cells) for m in plan.methods]
+    loaded = _LoadedField(record, image, pixels, cells)
+    outcomes = [_segment_one(m, loaded) for m in plan.methods]
     for o in outcomes:
         o.seconds.update(read=t_read, cells=t_cells)
-    return outcomes + [_keep_one(m, record, image, pixels, cells) for m in plan.kept]
+    return outcomes + [_keep_one(m, loaded) for m in plan.kept]
 
 
 def _all_failed(record: FieldRecord, plan: _Plan, exc: Exception, stage: str) -> list[FieldOutcome]:
@@ -323,21 +324,43 @@ def _cells(
     return field_cells(image, nuclear, pixel_size_um=pixel_size_um, params=params)
 
 
-def _segment_one(
-    method: str,
-    record: FieldRecord,
-    image: NDArray[Any],
-    pixels: dict[str, Any],
-    cells: FieldCells | None = None,
-) -> FieldOutcome:
+@dataclass(frozen=True)
+class _LoadedField:
+    """One field as every method's step sees it (in a worker).
+
+    Attributes
+    ----------
+    record : FieldRecord
+        The field's index entry.
+    image : (2, H, W) ndarray
+        DsRed and pHluorin planes.
+    pixels : dict
+        The mask-record keys that identify these pixels (field, shape, pixel size, sources).
+    cells : FieldCells or None
+        The field's cells, when cell readouts are on.
+    """
+
+    record: FieldRecord
+    image: NDArray[Any]
+    pixels: dict[str, Any]
+    cells: FieldCells | None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(H, W)`` of the field in pixels."""
+        return (self.image.shape[1], self.image.shape[2])
+
+
+def _segment_one(method: str, loaded: _LoadedField) -> FieldOutcome:
     """Reuse the stored mask if its record matches this run's, else segment and store."""
     catalogue: PlateCatalogue = _STATE["catalogue"]
     plan: _Plan = _STATE["plan"]
+    record, image = loaded.record, loaded.image
     name = record.key.name
     path = mask_path(_STATE["out_dir"], method, name)
-    expected = {**pixels, **plan.made_by[method]}
+    expected = {**loaded.pixels, **plan.made_by[method]}
     t1 = time.perf_counter()
-    stored = read_mask(path, (image.shape[1], image.shape[2]))
+    stored = read_mask(path, loaded.shape)
     why = "no mask" if stored is None else reuse_mismatch(stored[1], expected, REUSE_KEYS)
     if stored is not None and why is None:
         mask = stored[0]
@@ -355,46 +378,37 @@ def _segment_one(
             return FieldOutcome(
                 name, method, error=reason, stage="write", path=str(path), fatal=True
             )
-    outcome = _measured(name, method, record.key, image, mask, cells)
+    outcome = _measured(method, loaded, mask)
     outcome.reused, outcome.recomputed_because = why is None, why or ""
     outcome.seconds["segment"] = time.perf_counter() - t1 - outcome.seconds.get("measure", 0.0)
     return outcome
 
 
-def _keep_one(
-    method: str,
-    record: FieldRecord,
-    image: NDArray[Any],
-    pixels: dict[str, Any],
-    cells: FieldCells | None = None,
-) -> FieldOutcome:
+def _keep_one(method: str, loaded: _LoadedField) -> FieldOutcome:
     """Measure the stored mask of a method not run this time, if it was made from these pixels."""
-    name = record.key.name
-    shape = (image.shape[1], image.shape[2])
-    stored = read_mask(mask_path(_STATE["out_dir"], method, name), shape)
-    why = "no mask" if stored is None else reuse_mismatch(stored[1], pixels, SOURCE_KEYS)
+    name = loaded.record.key.name
+    stored = read_mask(mask_path(_STATE["out_dir"], method, name), loaded.shape)
+    why = "no mask" if stored is None else reuse_mismatch(stored[1], loaded.pixels, SOURCE_KEYS)
     if stored is None or why is not None:
         return FieldOutcome(name, method, kept=True, not_kept=why or "")
-    outcome = _measured(name, method, record.key, image, stored[0], cells)
+    outcome = _measured(method, loaded, stored[0])
     outcome.reused = outcome.kept = True
     rec = stored[1] or {}
     outcome.made_by = {k: rec.get(k) for k in ("fingerprint", "phagoflow_version", "segmenter")}
     return outcome
 
 
-def _measured(
-    name: str,
-    method: str,
-    key: FieldKey,
-    image: NDArray[Any],
-    mask: NDArray[Any],
-    cells: FieldCells | None,
-) -> FieldOutcome:
+def _measured(method: str, loaded: _LoadedField, mask: NDArray[Any]) -> FieldOutcome:
+    """Objects and counts of ``mask`` on the field (a failed outcome if measuring raised)."""
     catalogue: PlateCatalogue = _STATE["catalogue"]
+    key = loaded.record.key
+    name = key.name
     t = time.perf_counter()
     try:
-        objects = measure_objects(image, mask, catalogue.pixel_size_um)
-        counts = count_field(objects, plate=catalogue.plate_id, key=key, method=method, cells=cells)
+        objects = measure_objects(loaded.image, mask, catalogue.pixel_size_um)
+        counts = count_field(
+            objects, plate=catalogue.plate_id, key=key, method=method, cells=loaded.cells
+        )
     except Exception as exc:
         logger.exception("field %s: measuring the %s mask failed", name, method)
         return FieldOutcome(name, method, error=f"{type(exc).__name__}: {exc}", stage="measure")
@@ -508,13 +522,10 @@ def run_plate(
     check_workers(workers)
     methods = tuple(dict.fromkeys(methods))
     room = check_out_dir(out, methods)
-    catalogue = read_plate(export, channel_roles=channel_roles)
-    if not catalogue.fields and not catalogue.problems:
-        raise RunError(f"{catalogue.index_path}: the export has no acquired field to process")
+    catalogue = _read_export(export, channel_roles)
     cells = (cell_params or CellParameters()) if cell_readouts else None
-    readouts = tuple(
-        available_readouts(nuclei=catalogue.nuclear_channel is not None, cells=cells is not None)
-    )
+    has_nuclei = catalogue.nuclear_channel is not None
+    readouts = tuple(available_readouts(nuclei=has_nuclei, cells=cells is not None))
     params = screening or ScreeningParameters()
     screen = load_plate_map(plate_map, catalogue, params, readouts) if plate_map else None
     if ome_zarr:
@@ -526,25 +537,13 @@ def run_plate(
         "inference_batch_size": batch_size,
         "overlays": overlays,
         "channel_roles": dict(channel_roles or {}),
-        "cell_readouts": cells is not None,
-        "cells": cells.model_dump() if cells is not None else None,
-        "screening": params.model_dump(),
-        "plate_map": str(plate_map) if plate_map else None,
+        **_analysis_settings(cells, params, plate_map, readouts),
         "ome_zarr": ome_zarr,
-        "readouts": list(readouts),
     }
     plan, segmenters = _make_plan(
         out, methods, settings, cip_params=cip_params, model_dir=model_dir, cells=cells
     )
-    needed = estimate_output_bytes(len(catalogue.fields), catalogue.size_yx, len(methods))
-    if ome_zarr:
-        needed += _ome_zarr_bytes(catalogue)
-    free = check_free_space(room, needed)
-    settings["preflight"] = {"free_bytes": free, "needed_bytes_estimate": needed}
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RunError(f"cannot create --out {out}: {exc.strerror or exc}") from None
+    settings["preflight"] = _make_room(out, room, catalogue, len(methods), ome_zarr=ome_zarr)
     # Imported now (matplotlib, ~0.6 s), not after a Ctrl-C: the partial report comes sooner.
     # Not at module level: the workers import this module and never draw.
     import phagoflow.embedded.report  # noqa: F401
@@ -559,6 +558,51 @@ def run_plate(
             plan,
             _Ending(outcomes, stop, time.perf_counter() - started, screen, readouts, progress),
         )
+
+
+def _read_export(export: Path | str, channel_roles: RoleOverrides | None) -> PlateCatalogue:
+    """The export's catalogue; :class:`RunError` when it holds no field at all."""
+    catalogue = read_plate(export, channel_roles=channel_roles)
+    if not catalogue.fields and not catalogue.problems:
+        raise RunError(f"{catalogue.index_path}: the export has no acquired field to process")
+    return catalogue
+
+
+def _analysis_settings(
+    cells: CellParameters | None,
+    screening: ScreeningParameters,
+    plate_map: Path | None,
+    readouts: Sequence[str],
+) -> dict[str, Any]:
+    """The provenance entries of the cell and screening analysis (``run.json`` ``settings``)."""
+    return {
+        "cell_readouts": cells is not None,
+        "cells": cells.model_dump() if cells is not None else None,
+        "screening": screening.model_dump(),
+        "plate_map": str(plate_map) if plate_map else None,
+        "readouts": list(readouts),
+    }
+
+
+def _make_room(
+    out: Path, room: Path, catalogue: PlateCatalogue, n_methods: int, *, ome_zarr: bool
+) -> dict[str, int]:
+    """Check the free space the run needs and create ``out``; return the preflight record.
+
+    Raises
+    ------
+    RunError
+        Too little room (:func:`check_free_space`) or ``out`` cannot be created.
+    """
+    needed = estimate_output_bytes(len(catalogue.fields), catalogue.size_yx, n_methods)
+    if ome_zarr:
+        needed += _ome_zarr_bytes(catalogue)
+    free = check_free_space(room, needed)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunError(f"cannot create --out {out}: {exc.strerror or exc}") from None
+    return {"free_bytes": free, "needed_bytes_estimate": needed}
 
 
 def _check_ome_zarr() -> None:

@@ -61,6 +61,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from phagoflow.core.cip import CipParameters
+from phagoflow.core.classes import OBJECT_CLASSES
 from phagoflow.core.model_dir import (
     CARD_FILE,
     ONNX_FILE,
@@ -323,8 +324,42 @@ def train_model(
         progress=progress,
         channel_roles=channel_roles,
     )
-    truth_list = _complete_truth(data, truth)
     labels_source = "cip" if labels == "cip" else str(Path(labels).resolve())
+    outcome, truth_used = _fit(data, truth, labels_source, cfg, init_state, progress=progress)
+    extra = _card_extra(
+        outcome,
+        data,
+        held,
+        labels_source=labels_source,
+        cip=cip,
+        holdout=holdout,
+        truth=truth,
+        truth_used=truth_used,
+        init_record=init_record,
+    )
+    card = _write_model(out, outcome, extra, name=name, overwrite=overwrite)
+    return TrainResult(
+        model_dir=out,
+        card=card,
+        n_fields=len(data.names),
+        best_epoch=outcome.best_epoch,
+        training_time_s=outcome.training_time_s,
+        labels_time_s=data.seconds,
+        holdout=held,
+    )
+
+
+def _fit(
+    data: _Fields,
+    truth: Path | None,
+    labels_source: str,
+    cfg: TrainingConfig,
+    init_state: dict[str, Any] | None,
+    *,
+    progress: bool,
+) -> tuple[TrainingOutcome, bool]:
+    """Train on ``data``; return the outcome and whether truth masks were reported on."""
+    truth_list = _complete_truth(data, truth)
     logger.info(
         "training on %d fields of %d plate(s) (labels: %s; %.1f s to read and label)",
         len(data.names),
@@ -339,27 +374,7 @@ def train_model(
         log=_log_epoch,
         init_state=init_state,
     )
-    extra = _card_extra(
-        outcome,
-        data,
-        held,
-        labels_source=labels_source,
-        cip=cip,
-        holdout=holdout,
-        truth=truth,
-        truth_used=truth_list is not None,
-        init_record=init_record,
-    )
-    card = _write_model(out, outcome, extra, name=name, overwrite=overwrite)
-    return TrainResult(
-        model_dir=out,
-        card=card,
-        n_fields=len(data.names),
-        best_epoch=outcome.best_epoch,
-        training_time_s=outcome.training_time_s,
-        labels_time_s=data.seconds,
-        holdout=held,
-    )
+    return outcome, truth_list is not None
 
 
 def _training_fields(
@@ -402,7 +417,7 @@ def _training_fields(
             seed,
             ", ".join(held),
         )
-    if not any(bool(np.isin(m, (1, 2)).any()) for m in data.masks):
+    if not any(bool(np.isin(m, OBJECT_CLASSES).any()) for m in data.masks):
         source = "CIP found" if labels == "cip" else f"the masks in {labels} hold"
         raise TrainingError(
             f"{source} no objects at all in {len(data.names)} fields — nothing to learn"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+from matplotlib.figure import Figure, SubFigure
 
 from phagoflow.core.evaluation import EvaluationResult
 
@@ -66,17 +66,28 @@ def plot_evaluation(results: Mapping[str, EvaluationResult], path: Path, *, dpi:
         If ``results`` is empty or the methods use different classes.
     """
     names = _validate_results(results)
-    methods = list(results)
-    n_methods, n_classes = len(methods), len(names)
-
-    width = 3.4 * max(len(BAR_METRICS), n_methods)
+    width = 3.4 * max(len(BAR_METRICS), len(results))
     fig = Figure(figsize=(width, 7.6), layout="constrained")
     FigureCanvasAgg(fig)
     grid = fig.add_gridspec(2, 1, height_ratios=[1.0, 1.25])
     top, bottom = fig.add_subfigure(grid[0]), fig.add_subfigure(grid[1])
+    _draw_bars(top, results, names)
+    _draw_matrices(bottom, results, names)
 
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", dpi=dpi)
+    return path
+
+
+def _draw_bars(
+    top: SubFigure, results: Mapping[str, EvaluationResult], names: tuple[str, ...]
+) -> None:
+    """The top row: one bar chart per :data:`BAR_METRICS` entry, a bar per class and method."""
+    methods = list(results)
+    n_methods = len(methods)
     colours = [f"C{i % 10}" for i in range(n_methods)]
-    x = np.arange(n_classes, dtype=float)
+    x = np.arange(len(names), dtype=float)
     bar_w = 0.8 / n_methods
     bar_axes = top.subplots(1, len(BAR_METRICS), sharey=True, squeeze=False)[0]
     for ax, (metric, title) in zip(bar_axes, BAR_METRICS.items(), strict=True):
@@ -104,7 +115,13 @@ def plot_evaluation(results: Mapping[str, EvaluationResult], path: Path, *, dpi:
     top.legend(handles, labels, loc="outside upper right", ncols=min(n_methods, 6), fontsize=8)
     top.suptitle("Per-class scores (mean over fields for BF)")
 
-    # one confusion matrix per method, centred in a row as wide as the bar row
+
+def _draw_matrices(
+    bottom: SubFigure, results: Mapping[str, EvaluationResult], names: tuple[str, ...]
+) -> None:
+    """The bottom row: one confusion matrix per method, centred in a row as wide as the bars."""
+    methods = list(results)
+    n_methods, n_classes = len(methods), len(names)
     n_slots = max(n_methods, len(BAR_METRICS))
     slots = bottom.subplots(1, n_slots, squeeze=False)[0]
     first = (n_slots - n_methods + 1) // 2
@@ -132,8 +149,3 @@ def plot_evaluation(results: Mapping[str, EvaluationResult], path: Path, *, dpi:
     if image is not None:
         bottom.colorbar(image, ax=cm_axes, shrink=0.8, label="fraction of true class")
     bottom.suptitle("Confusion matrices, rows normalised by true pixels")
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", dpi=dpi)
-    return path

@@ -24,7 +24,7 @@ import hashlib
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NotRequired, TypedDict, Unpack
 
 import numpy as np
 import numpy.typing as npt
@@ -40,6 +40,7 @@ __all__ = [
     "ExportWriter",
     "FlexWriter",
     "HarmonyWriter",
+    "WriterOptions",
     "open_writer",
 ]
 
@@ -71,6 +72,26 @@ _WAVELENGTHS: Final[tuple[tuple[int, int] | None, tuple[int, int] | None]] = (
 _NUCLEAR_WAVELENGTHS: Final[tuple[int, int]] = (405, 456)  # Hoechst 33342 on an Opera
 #: TIFF compressions the Harmony writer can use (Harmony itself writes LZW).
 TIFF_COMPRESSIONS: Final[tuple[str, ...]] = ("none", "lzw", "deflate", "zstd", "packbits")
+
+
+class WriterOptions(TypedDict):
+    """The plate options every writer takes (see :class:`ExportWriter` for each one's meaning).
+
+    :func:`open_writer` passes them on unchanged; only ``plate_id`` is required.
+    """
+
+    plate_id: str
+    plate_rows: NotRequired[int]
+    plate_columns: NotRequired[int]
+    pixel_size_um: NotRequired[float]
+    size_yx: NotRequired[tuple[int, int]]
+    channel_names: NotRequired[tuple[str, str]]
+    measurement_id: NotRequired[str | None]
+    fields_per_well: NotRequired[int | None]
+    wavelengths: NotRequired[tuple[tuple[int, int] | None, tuple[int, int] | None]]
+    nuclear_name: NotRequired[str | None]
+
+
 _START: Final[_dt.datetime] = _dt.datetime(2024, 3, 14, 9, 30, 0, tzinfo=_dt.UTC)
 
 
@@ -571,20 +592,11 @@ def open_writer(
     export_format: str,
     out_dir: Path,
     *,
-    plate_id: str,
-    plate_rows: int = 8,
-    plate_columns: int = 12,
-    pixel_size_um: float = 0.2,
-    size_yx: tuple[int, int] = (512, 680),
-    channel_names: tuple[str, str] = ("DsRed", "pHluorin"),
-    measurement_id: str | None = None,
-    fields_per_well: int | None = None,
     channel_ids: tuple[int, int] = (1, 2),
     field_digits: int = 2,
     flex_factor: float = 1.0,
-    wavelengths: tuple[tuple[int, int] | None, tuple[int, int] | None] = _WAVELENGTHS,
     compression: str = "none",
-    nuclear_name: str | None = None,
+    **options: Unpack[WriterOptions],
 ) -> ExportWriter:
     """Open a writer of one synthetic plate export.
 
@@ -594,9 +606,11 @@ def open_writer(
         Export format (see :data:`EXPORT_FORMATS`).
     out_dir : Path
         Export folder (Harmony writes ``out_dir/Images/``; flex writes into ``out_dir``).
-    plate_id, plate_rows, plate_columns, pixel_size_um, size_yx, channel_names, measurement_id,
-    fields_per_well
-        See :class:`ExportWriter`; ``pixel_size_um`` is in µm, ``size_yx`` in pixels ``(H, W)``.
+    **options
+        :class:`WriterOptions`, passed to the writer: ``plate_id`` (required), ``plate_rows``,
+        ``plate_columns``, ``pixel_size_um`` (µm), ``size_yx`` (pixels ``(H, W)``),
+        ``channel_names``, ``measurement_id``, ``fields_per_well``, ``wavelengths`` and
+        ``nuclear_name`` (Harmony only); see :class:`ExportWriter`.
     channel_ids : tuple of int, default (1, 2)
         Harmony only: ChannelID of the DsRed and pHluorin planes (``(2, 1)`` swaps them).
     field_digits : {2, 3}
@@ -616,21 +630,10 @@ def open_writer(
         A context manager; ``add_field(key, image)`` then ``close()`` (returns the folder to
         give to ``read_plate``).
     """
-    options: dict[str, Any] = {
-        "plate_id": plate_id,
-        "plate_rows": plate_rows,
-        "plate_columns": plate_columns,
-        "pixel_size_um": pixel_size_um,
-        "size_yx": size_yx,
-        "channel_names": channel_names,
-        "measurement_id": measurement_id,
-        "fields_per_well": fields_per_well,
-        "wavelengths": wavelengths,
-        "nuclear_name": nuclear_name,
-    }
     if export_format not in EXPORT_FORMATS:
         raise ValueError(f"export_format must be one of {EXPORT_FORMATS}, got {export_format!r}")
     if export_format == "flex":
+        nuclear_name = options.get("nuclear_name")
         if channel_ids != (1, 2) or field_digits != 2 or compression != "none" or nuclear_name:
             raise ValueError(
                 "channel_ids, field_digits, compression and nuclear_name apply to Harmony "
