@@ -101,6 +101,8 @@ class TansuBroker(ManagedProcess):
     # to after bootstrapping) would then say port 0: it must know its port before it binds. So
     # port 0 means "a candidate from the OS, retried on EADDRINUSE" (tansu exits on it).
     binds_port_zero: ClassVar[bool] = False
+    #: :attr:`url` is the listener URL, ``tcp://127.0.0.1:PORT``.
+    url_scheme: ClassVar[str] = "tcp"
     # tansu reads these (clap `env`); an inherited value must not reconfigure the local broker.
     scrub_env: ClassVar[tuple[str, ...]] = (
         "CLUSTER_ID",
@@ -118,15 +120,8 @@ class TansuBroker(ManagedProcess):
         self.executable = Path(executable) if executable is not None else tansu_executable()
         self.cluster_id = cluster_id
 
-    @property
-    def url(self) -> str:
-        """Listener URL, ``tcp://127.0.0.1:PORT``."""
-        return f"tcp://{self.host}:{self.port}"
-
-    @property
-    def bootstrap_servers(self) -> str:
-        """``host:port`` for Kafka clients (``bootstrap_servers=``)."""
-        return f"{self.host}:{self.port}"
+    #: ``host:port`` for Kafka clients (``bootstrap_servers=``).
+    bootstrap_servers = ManagedProcess.address
 
     def command(self) -> list[str]:
         """``tansu broker`` with listener, advertised listener and memory storage."""

@@ -31,7 +31,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from phagoflow.stack.kafka import TansuBroker, kafka_api_versions_ok
-from phagoflow.stack.process import ManagedProcess, StackError, port_open
+from phagoflow.stack.process import ManagedProcess, StackError, address, port_open
 from phagoflow.stack.s3 import MotoS3Server
 from phagoflow.stack.triton import TritonServer
 
@@ -150,10 +150,6 @@ class ServiceProcess(ManagedProcess):
         super().__init__(**kwargs)
         self.service = service
 
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
     def command(self) -> list[str]:
         return [sys.executable, "-m", "phagoflow", "serve", self.service]
 
@@ -187,10 +183,6 @@ class PrometheusServer(ManagedProcess):
         """The ``prometheus`` binary on PATH (``apt-get install prometheus``), else None."""
         return shutil.which("prometheus")
 
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
     def config_text(self) -> str:
         lines = ["global:", "  scrape_interval: 5s", "scrape_configs:"]
         for job, target in sorted(self.targets.items()):
@@ -212,7 +204,7 @@ class PrometheusServer(ManagedProcess):
             exe,
             f"--config.file={config}",
             f"--storage.tsdb.path={self.workdir / 'data'}",
-            f"--web.listen-address={self.host}:{self.bind_port}",
+            f"--web.listen-address={address(self.host, self.bind_port)}",
         ]
 
     def is_ready(self) -> bool:
@@ -678,9 +670,9 @@ def _probe(proc: dict[str, Any]) -> bool:
     if name == "kafka":
         return kafka_api_versions_ok(host, port)
     if name.split("-")[0] in SERVICE_NAMES:
-        return _http_ok(f"http://{host}:{port}/readyz")
+        return _http_ok(f"{address(host, port, 'http')}/readyz")
     if name == "triton" and proc.get("http"):
         return _http_ok(f"{proc['http']}/v2/health/ready")
     if name == "prometheus":
-        return _http_ok(f"http://{host}:{port}/-/ready")
+        return _http_ok(f"{address(host, port, 'http')}/-/ready")
     return port_open(host, port)

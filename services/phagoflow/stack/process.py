@@ -38,7 +38,7 @@ from typing import Any, ClassVar, Self
 
 from phagoflow.stack.procfs import listening_sockets
 
-__all__ = ["ManagedProcess", "StackError", "candidate_port", "port_open"]
+__all__ = ["ManagedProcess", "StackError", "address", "candidate_port", "port_open"]
 
 _LIVE: weakref.WeakSet[ManagedProcess] = weakref.WeakSet()
 _LIVE_LOCK = threading.Lock()
@@ -60,6 +60,28 @@ def candidate_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def address(host: str, port: int, scheme: str = "") -> str:
+    """Where a server listens: ``host:port``, or ``scheme://host:port`` given a scheme.
+
+    Parameters
+    ----------
+    host : str
+        Host name or IP address, e.g. ``127.0.0.1``.
+    port : int
+        TCP port.
+    scheme : str
+        URL scheme (``"http"``, ``"tcp"``); empty for the bare ``host:port`` that Kafka, MinIO
+        and gRPC clients and Prometheus scrape targets take.
+
+    Returns
+    -------
+    str
+        ``host:port`` or ``scheme://host:port``.
+    """
+    where = f"{host}:{port}"
+    return f"{scheme}://{where}" if scheme else where
 
 
 def port_open(host: str, port: int, timeout_s: float = 0.2) -> bool:
@@ -105,6 +127,8 @@ class ManagedProcess(ABC):
     binds_port_zero: ClassVar[bool] = True
     #: Starts tried on fresh candidate ports when ``binds_port_zero`` is False.
     addr_in_use_attempts: ClassVar[int] = 5
+    #: Scheme of :attr:`url`; empty for a bare ``host:port`` (Triton's gRPC address).
+    url_scheme: ClassVar[str] = "http"
 
     def __init__(
         self,
@@ -142,9 +166,12 @@ class ManagedProcess(ABC):
         return port_open(self.host, self.port)
 
     @property
-    @abstractmethod
     def url(self) -> str:
-        """Address clients use, e.g. ``http://127.0.0.1:PORT``."""
+        """Address clients use: ``url_scheme://host:port``, e.g. ``http://127.0.0.1:PORT``.
+
+        A server whose clients want something else (a file URI) overrides this.
+        """
+        return address(self.host, self.port, self.url_scheme)
 
     def environment(self) -> dict[str, str]:
         """Environment of the server: this process's, minus :attr:`scrub_env`, plus ``env``."""
@@ -195,6 +222,11 @@ class ManagedProcess(ABC):
         if self._port == 0:
             raise StackError(f"{self.name}: port not assigned yet (start() first)")
         return self._port
+
+    @property
+    def address(self) -> str:
+        """``host:port`` (:func:`address`); raises ``StackError`` like :attr:`port`."""
+        return address(self.host, self.port)
 
     @property
     def pid(self) -> int | None:

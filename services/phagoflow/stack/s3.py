@@ -52,15 +52,9 @@ class MotoS3Server(ManagedProcess):
         self.secret_key = secret_key
         self.region = region
 
-    @property
-    def url(self) -> str:
-        """``http://127.0.0.1:PORT``."""
-        return f"http://{self.host}:{self.port}"
-
-    @property
-    def endpoint(self) -> str:
-        """``host:port``, the endpoint form the ``minio`` client takes."""
-        return f"{self.host}:{self.port}"
+    #: ``host:port``, the endpoint form the ``minio`` client takes (:attr:`url` is
+    #: ``http://127.0.0.1:PORT``).
+    endpoint = ManagedProcess.address
 
     def command(self) -> list[str]:
         """``python -m moto.server -H HOST -p PORT`` with this interpreter (PORT may be 0)."""

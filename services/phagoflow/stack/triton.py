@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from phagoflow.stack.process import ManagedProcess, StackError
+from phagoflow.stack.process import ManagedProcess, StackError, address
 
 __all__ = ["TritonServer", "pytriton_root"]
 
@@ -76,6 +76,8 @@ class TritonServer(ManagedProcess):
     """
 
     name: ClassVar[str] = "triton"
+    #: :attr:`url` is the gRPC address ``127.0.0.1:PORT`` (what ``tritonclient.grpc`` takes).
+    url_scheme: ClassVar[str] = ""
 
     def __init__(
         self,
@@ -103,24 +105,19 @@ class TritonServer(ManagedProcess):
         self.metrics_host = self.host if fixed else _loopback_plus(self.host, 2)
 
     @property
-    def url(self) -> str:
-        """gRPC address ``127.0.0.1:PORT`` (what ``tritonclient.grpc`` takes)."""
-        return f"{self.host}:{self.port}"
-
-    @property
     def http_url(self) -> str:
-        """``http://127.0.0.1:HTTP_PORT``."""
-        return f"http://{self.http_host}:{self.http_port}"
-
-    @property
-    def metrics_url(self) -> str:
-        """``http://METRICS_HOST:METRICS_PORT/metrics`` (Prometheus text format)."""
-        return f"http://{self.metrics_host}:{self.metrics_port}/metrics"
+        """``http://HTTP_HOST:HTTP_PORT``."""
+        return address(self.http_host, self.http_port, "http")
 
     @property
     def metrics_target(self) -> str:
         """``host:port`` of the metrics endpoint, as a Prometheus scrape target."""
-        return f"{self.metrics_host}:{self.metrics_port}"
+        return address(self.metrics_host, self.metrics_port)
+
+    @property
+    def metrics_url(self) -> str:
+        """``http://METRICS_HOST:METRICS_PORT/metrics`` (Prometheus text format)."""
+        return f"http://{self.metrics_target}/metrics"
 
     def claim_ports(self, sockets: list[tuple[str, int]]) -> bool:
         """All three listeners are up; ports left at 0 are taken from their addresses."""
