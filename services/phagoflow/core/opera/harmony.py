@@ -35,6 +35,7 @@ __all__ = [
     "TIMEPOINT_BASE",
     "escaping_link_reason",
     "find_harmony_index",
+    "infer_geometry",
     "is_harmony",
     "parse_harmony_index",
     "unsafe_url_reason",
@@ -150,7 +151,7 @@ def parse_harmony_index(path: str | Path) -> PlateIndex:
     rows = _int_or(_text(plate, "PlateRows"), 0)
     cols = _int_or(_text(plate, "PlateColumns"), 0)
     if rows <= 0 or cols <= 0:
-        rows, cols = _infer_geometry(max_row, max_col)
+        rows, cols = infer_geometry(max_row, max_col)
     declared = sorted(_declared_wells(root))
     return PlateIndex(
         export_format="harmony",
@@ -377,9 +378,36 @@ def _declared_wells(root: ET.Element) -> set[str]:
     return wells
 
 
-def _infer_geometry(max_row: int, max_col: int) -> tuple[int, int]:
-    """Smallest standard plate (6 … 1536 wells) holding every well seen."""
+def infer_geometry(max_row: int, max_col: int) -> tuple[int, int]:
+    """Smallest standard plate (6 … 1536 wells) holding every well seen.
+
+    For an index or manifest that does not record the plate's rows and columns.
+
+    Parameters
+    ----------
+    max_row, max_col : int
+        Largest 1-based row and column of any well seen (row 2 is plate row B).
+
+    Returns
+    -------
+    tuple of int
+        ``(rows, columns)`` of the first standard format that holds both: 2 × 3 (6 wells),
+        3 × 4, 4 × 6, 6 × 8, 8 × 12 (96), 16 × 24 (384) or 32 × 48 (1536); ``(max_row,
+        max_col)`` when none does.
+
+    Examples
+    --------
+    >>> infer_geometry(5, 10)
+    (8, 12)
+    >>> infer_geometry(9, 1)
+    (16, 24)
+    """
     for rows, cols in ((2, 3), (3, 4), (4, 6), (6, 8), (8, 12), (16, 24), (32, 48)):
         if max_row <= rows and max_col <= cols:
             return rows, cols
     return max_row, max_col
+
+
+#: Former private name, kept only for :mod:`phagoflow.core.opera.flex` (another owner's file)
+#: until it imports :func:`infer_geometry`; remove it then.
+_infer_geometry = infer_geometry
