@@ -48,7 +48,7 @@ from pydantic import Field
 
 from phagoflow import events as ev
 from phagoflow.core.opera.catalogue import ROLE_ORDER, FieldKey
-from phagoflow.core.opera.harmony import _infer_geometry
+from phagoflow.core.opera.harmony import infer_geometry
 from phagoflow.review.masks import curated_provenance, encode_curated
 from phagoflow.review.results import (
     CURATED,
@@ -164,6 +164,21 @@ def read_curated_provenances(store: ObjectStore, plate: str) -> dict[str, dict[s
     return docs
 
 
+def _plate_geometry(manifest: dict[str, Any], keys: dict[str, FieldKey]) -> tuple[int, int]:
+    """(rows, columns) of the plate: as the manifest records them, else inferred from ``keys``.
+
+    Inferred as the smallest standard plate holding every field's well
+    (:func:`~phagoflow.core.opera.harmony.infer_geometry`).
+    """
+    rows, cols = manifest.get("plate_rows"), manifest.get("plate_columns")
+    if isinstance(rows, int) and isinstance(cols, int) and rows > 0 and cols > 0:
+        return int(rows), int(cols)
+    return infer_geometry(
+        max((k.row for k in keys.values()), default=1),
+        max((k.col for k in keys.values()), default=1),
+    )
+
+
 def _unavailable(store: ObjectStore, exc: Exception, endpoint: str | None) -> ResultsUnavailable:
     where = f"S3 at {endpoint}" if endpoint else "the object store"
     return ResultsUnavailable(f"{where} (bucket {store.bucket}) is not reachable: {exc}")
@@ -260,6 +275,43 @@ class StoreResults:
 
     def _load(self, manifest: dict[str, Any]) -> None:
         """Read everything once; attributes are replaced together at the end."""
+        keys = self._manifest_keys(manifest)
+        methods, versions, with_mask = self._masks_found(keys)
+        counts = self._counts(keys, versions, with_mask)
+        present = {name: {m for m in methods if name in with_mask[m]} for name in keys}
+        fields = summarise_fields(keys, methods, counts, present=present)
+        wells_csv = self._wells_rows()
+        wells = build_wells(keys, fields, methods, wells_csv)
+        curated = self._curated(keys)
+        size_yx = self._size_yx(manifest, keys)
+        rows, cols = _plate_geometry(manifest, keys)
+        pixel = manifest.get("pixel_size_um")
+        with self._lock:
+            self._manifest_doc = manifest
+            self._keys = keys
+            self.methods: tuple[str, ...] = methods
+            self.versions: dict[str, str] = versions
+            self._with_mask = with_mask
+            self.fields: dict[str, FieldSummary] = fields
+            self.wells: dict[str, WellInfo] = wells
+            self.size_yx: tuple[int, int] = size_yx
+            self.plate_rows: int = rows
+            self.plate_columns: int = cols
+            self.pixel_size_um: float | None = (
+                float(pixel) if isinstance(pixel, int | float) and pixel > 0 else None
+            )
+            # a save made while this read ran is in the cache but maybe not in ``curated``
+            self._provenance = {**self._provenance, **curated}
+            self._loaded_at = time.monotonic()
+
+    def _manifest_keys(self, manifest: dict[str, Any]) -> dict[str, FieldKey]:
+        """Field name → key of the manifest's fields, sorted by name (unknown names skipped).
+
+        Raises
+        ------
+        ResultsError
+            The manifest lists no field name the catalogue can parse.
+        """
         keys: dict[str, FieldKey] = {}
         for name in manifest["fields"]:
             try:
@@ -268,8 +320,28 @@ class StoreResults:
                 logger.warning("manifest of %s lists an unknown field name %r", self.plate_id, name)
         if not keys:
             raise ResultsError(f"plate {self.plate_id}: the manifest lists no usable field")
-        keys = dict(sorted(keys.items()))
-        # masks per method and version
+        return dict(sorted(keys.items()))
+
+    def _masks_found(
+        self, keys: dict[str, FieldKey]
+    ) -> tuple[tuple[str, ...], dict[str, str], dict[str, set[str]]]:
+        """The masks under ``results/<plate>/``: which methods, which version of each, which fields.
+
+        Parameters
+        ----------
+        keys : dict of str to FieldKey
+            The plate's fields; a mask of another name, or at a key the pipeline would not
+            write, is ignored.
+
+        Returns
+        -------
+        methods : tuple of str
+            Methods with a mask, ``cip``, ``cdl``, ``mdl`` first, then the others by name.
+        versions : dict of str to str
+            Method → its version with the most fields (ties: the larger version string).
+        with_mask : dict of str to set of str
+            Method → the fields with a mask of that version.
+        """
         prefix = f"results/{self._part}/"
         found: dict[str, dict[str, set[str]]] = {}
         for k in self.store.list_keys(prefix):
@@ -284,38 +356,7 @@ class StoreResults:
             sorted(set(found) - set(_METHOD_ORDER))
         )
         versions = {m: max(found[m], key=lambda v: (len(found[m][v]), v)) for m in methods}
-        with_mask = {m: found[m][versions[m]] for m in methods}
-        counts = self._counts(keys, versions, with_mask)
-        present = {name: {m for m in methods if name in with_mask[m]} for name in keys}
-        fields = summarise_fields(keys, methods, counts, present=present)
-        wells_csv = self._wells_rows()
-        wells = build_wells(keys, fields, methods, wells_csv)
-        curated = self._curated(keys)
-        size_yx = self._size_yx(manifest, keys)
-        rows, cols = manifest.get("plate_rows"), manifest.get("plate_columns")
-        if not (isinstance(rows, int) and isinstance(cols, int) and rows > 0 and cols > 0):
-            rows, cols = _infer_geometry(
-                max((k.row for k in keys.values()), default=1),
-                max((k.col for k in keys.values()), default=1),
-            )
-        pixel = manifest.get("pixel_size_um")
-        with self._lock:
-            self._manifest_doc = manifest
-            self._keys = keys
-            self.methods: tuple[str, ...] = methods
-            self.versions: dict[str, str] = versions
-            self._with_mask = with_mask
-            self.fields: dict[str, FieldSummary] = fields
-            self.wells: dict[str, WellInfo] = wells
-            self.size_yx: tuple[int, int] = size_yx
-            self.plate_rows: int = int(rows)
-            self.plate_columns: int = int(cols)
-            self.pixel_size_um: float | None = (
-                float(pixel) if isinstance(pixel, int | float) and pixel > 0 else None
-            )
-            # a save made while this read ran is in the cache but maybe not in ``curated``
-            self._provenance = {**self._provenance, **curated}
-            self._loaded_at = time.monotonic()
+        return methods, versions, {m: found[m][versions[m]] for m in methods}
 
     def _mask_key(self, key: FieldKey, method: str, version: str) -> str | None:
         try:
