@@ -30,8 +30,9 @@ from dataclasses import dataclass
 from multiprocessing import get_context
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
-from types import TracebackType
 from typing import Any, Generic, TypeVar
+
+from phagoflow.core.closing import ClosesOnExit
 
 __all__ = ["FieldPool", "PoolError", "WorkerFailure"]
 
@@ -90,7 +91,7 @@ def _worker_main(
             conn.send((i, False, f"{type(exc).__name__}: {exc}"))
 
 
-class FieldPool(Generic[T, R]):
+class FieldPool(ClosesOnExit, Generic[T, R]):
     """Run ``fn`` over items in ``workers`` spawned processes, one item in flight per worker.
 
     Parameters
@@ -206,13 +207,6 @@ class FieldPool(Generic[T, R]):
             w.conn.close()
         self._workers = []
 
-    def __enter__(self) -> FieldPool[T, R]:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close(terminate=exc_type is not None)
+    def on_exit(self, *, failed: bool) -> None:
+        """Leaving the ``with`` block: :meth:`close`, terminating the workers if it raised."""
+        self.close(terminate=failed)

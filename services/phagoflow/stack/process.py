@@ -33,9 +33,9 @@ import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import Any, ClassVar, Self
 
+from phagoflow.core.closing import ClosesOnExit
 from phagoflow.stack.procfs import listening_sockets
 
 __all__ = ["ManagedProcess", "StackError", "address", "candidate_port", "port_open"]
@@ -93,7 +93,7 @@ def port_open(host: str, port: int, timeout_s: float = 0.2) -> bool:
         return False
 
 
-class ManagedProcess(ABC):
+class ManagedProcess(ClosesOnExit, ABC):
     """One local server process.
 
     Parameters
@@ -467,12 +467,8 @@ class ManagedProcess(ABC):
     def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def on_exit(self, *, failed: bool) -> None:
+        """Leaving the ``with`` block stops the server (:meth:`stop`), whether it raised or not."""
         self.stop()
 
     def __repr__(self) -> str:
