@@ -34,7 +34,7 @@ from .catalogue import (
     PlateIndex,
     required_int,
 )
-from .harmony import _infer_geometry, _parse_xml, _resolution_um, _strip_namespaces
+from .harmony import _parse_xml, _resolution_um, _strip_namespaces, infer_geometry
 
 __all__ = ["FLEX_XML_TAG", "find_flex_files", "is_flex", "parse_flex", "read_flex_xml"]
 
@@ -132,7 +132,7 @@ def parse_flex(path: str | Path) -> PlateIndex:
     for im in images:
         names.setdefault(im.channel_id, f"channel {im.channel_id}")
     if rows <= 0 or cols <= 0:
-        rows, cols = _infer_geometry(
+        rows, cols = infer_geometry(
             max((im.key.row for im in images), default=1),
             max((im.key.col for im in images), default=1),
         )

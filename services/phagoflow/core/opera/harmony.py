@@ -406,8 +406,3 @@ def infer_geometry(max_row: int, max_col: int) -> tuple[int, int]:
         if max_row <= rows and max_col <= cols:
             return rows, cols
     return max_row, max_col
-
-
-#: Former private name, kept only for :mod:`phagoflow.core.opera.flex` (another owner's file)
-#: until it imports :func:`infer_geometry`; remove it then.
-_infer_geometry = infer_geometry
