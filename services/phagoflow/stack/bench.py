@@ -27,18 +27,25 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import numpy as np
 
+from phagoflow.stack.feed import (
+    PlateRun,
+    RunningStack,
+    copy_plate,
+    running_stack,
+    simulated_plate,
+    wait_complete,
+)
 from phagoflow.stack.procfs import group_members
 
 __all__ = ["main", "run_bench"]
@@ -212,42 +219,6 @@ def embedded_baseline(
     }
 
 
-def _copy_plate(export: Path, dest: Path, interval_s: float) -> float:
-    """Index first, then one field's files every ``interval_s``; returns the first file's time."""
-    files = sorted(p for p in export.iterdir() if p.is_file())
-    index = [p for p in files if p.name in ("Index.idx.xml", "Index.xml")]
-    groups: dict[str, list[Path]] = {}
-    for p in files:
-        if p not in index:
-            groups.setdefault(p.name.split("-")[0], []).append(p)
-    t_start = time.time()
-    for p in index:
-        shutil.copyfile(p, dest / p.name)
-    for group in groups.values():
-        t_next = time.monotonic() + interval_s
-        for p in group:
-            part = dest / f".{p.name}.part"
-            shutil.copyfile(p, part)
-            part.rename(dest / p.name)
-        time.sleep(max(t_next - time.monotonic(), 0.0))
-    return t_start
-
-
-def _wait_complete(api: str, plate: str, timeout_s: float) -> float:
-    """Poll the metrics API until the plate is complete; returns that time (epoch seconds)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            with urllib.request.urlopen(f"{api}/{quote(plate, safe='')}", timeout=5) as r:
-                if json.loads(r.read())["complete"]:
-                    return time.time()
-        except (urllib.error.URLError, OSError, KeyError):
-            pass
-        if time.monotonic() > deadline:
-            raise SystemExit(f"bench: plate {plate} not complete after {timeout_s:g} s")
-        time.sleep(0.25)
-
-
 def _latency(events: dict[str, list[Any]], methods: Sequence[str]) -> tuple[dict[str, Any], float]:
     """Per-method latency figures, and the time of the plate's last ``WellComplete``."""
     from phagoflow import events as ev
@@ -310,6 +281,62 @@ def _resources(
     }
 
 
+@dataclass(frozen=True)
+class _Streamed:
+    """What :func:`_stream` measured while the plate streamed in."""
+
+    procs: dict[str, int]  # component → pid (= process group)
+    t_start: float  # first file written, epoch seconds
+    t_complete: float  # the metrics API said complete, epoch seconds
+    cpu: tuple[dict[int, float], dict[int, float]]  # group_cpu_seconds before, after
+    triton: tuple[dict[str, float], dict[str, float]]  # triton_counters before, after
+    events: dict[str, list[Any]]  # the plate's events per topic
+
+
+def _stream(stack: RunningStack, run: PlateRun, plate: str, export: Path) -> _Streamed:
+    """Copy the plate into the watch folder, wait until complete, then read its events.
+
+    CPU seconds and Triton's counters are taken just before the first file and just after the
+    plate completed.
+    """
+    from phagoflow.stack.local import stack_status
+
+    dest = stack.images_dir(plate)
+    dest.mkdir(parents=True)
+    procs = {p["name"]: int(p["pid"]) for p in stack_status(stack.settings)["processes"]}
+    cpu_before = group_cpu_seconds(list(procs.values()))
+    triton_url = stack.endpoints.get("triton_metrics")
+    triton_before = triton_counters(triton_url)
+    t_start, _ = copy_plate(export, dest, run.interval_s)
+    deadline = time.monotonic() + run.timeout_s
+    if not wait_complete(stack.plate_url(plate), deadline, 0.25)[0]:
+        raise SystemExit(f"bench: plate {plate} not complete after {run.timeout_s:g} s")
+    t_complete = time.time()
+    cpu = (cpu_before, group_cpu_seconds(list(procs.values())))
+    triton = (triton_before, triton_counters(triton_url))
+    events = _plate_events(stack.endpoints["kafka"], plate)
+    return _Streamed(procs, t_start, t_complete, cpu, triton, events)
+
+
+def _result(stack: RunningStack, run: PlateRun, plate: str, got: _Streamed) -> dict[str, Any]:
+    """The result document of :func:`run_bench` (without ``embedded_beside_stack``)."""
+    per_method, last_well = _latency(got.events, stack.methods)
+    n = run.n_fields
+    stack_s = last_well - got.t_start
+    return {
+        "plate": plate,
+        "fields": n,
+        "interval_s": run.interval_s,
+        "methods": stack.methods,
+        "first_file_to_last_well_complete_s": round(stack_s, 2),
+        "first_file_to_api_complete_s": round(got.t_complete - got.t_start, 2),
+        "stack_fields_per_min": round(60 * n / stack_s, 2) if stack_s > 0 else None,
+        "latency": per_method,
+        **_resources(got.procs, got.cpu, got.triton, n, stack.settings),
+        "finished": datetime.now().isoformat(timespec="seconds"),
+    }
+
+
 def run_bench(
     *,
     wells: int = 8,
@@ -335,55 +362,24 @@ def run_bench(
     embedded : bool
         Also time ``phagoflow run`` now, *beside the running stack* (not a fair comparison).
     """
-    from phagoflow.core.simulate import simulate_plate
-    from phagoflow.stack.local import STATE_FILE, StackSettings, stack_status
-
-    settings = StackSettings()
-    if not stack_status(settings)["up"]:
+    run = PlateRun(
+        wells=wells, fields=fields, seed=seed, interval_s=interval_s, timeout_s=timeout_s
+    )
+    stack = running_stack()
+    if stack is None:
         raise SystemExit("bench: no local stack is up (phagoflow stack up)")
-    state = json.loads((settings.stack_dir / STATE_FILE).read_text())
-    api = f"http://127.0.0.1:{state['metrics_port']}/api/v1/plates"
-    plate = f"BENCH-{time.strftime('%Y%m%d-%H%M%S')}"
-    with tempfile.TemporaryDirectory(prefix="phagoflow-bench-") as tmp:
-        sim = simulate_plate(
-            Path(tmp) / "sim", wells=wells, fields=fields, seed=seed, plate_id=plate
-        )
-        dest = Path(state["watch_dir"]) / plate / "Images"
-        dest.mkdir(parents=True)
-        procs = {p["name"]: int(p["pid"]) for p in stack_status(settings)["processes"]}
-        cpu_before = group_cpu_seconds(list(procs.values()))
-        triton_url = state["endpoints"].get("triton_metrics")
-        triton_before = triton_counters(triton_url)
-        t_start = _copy_plate(sim.export_dir, dest, interval_s)
-        t_complete = _wait_complete(api, plate, timeout_s)
-        cpu_after = group_cpu_seconds(list(procs.values()))
-        triton_after = triton_counters(triton_url)
-        events = _plate_events(state["endpoints"]["kafka"], plate)
-        model_dir = Path(state["model_dir"]) if state.get("model_dir") else None
+    with simulated_plate(run, "bench") as (plate, sim, tmp):
+        got = _stream(stack, run, plate, sim.export_dir)
         if keep_export is not None:
             shutil.copytree(sim.export_dir, keep_export, dirs_exist_ok=True)
         beside = (
             embedded_baseline(
-                sim.export_dir, Path(tmp) / "ref", methods=state["methods"], model_dir=model_dir
+                sim.export_dir, tmp / "ref", methods=stack.methods, model_dir=stack.model_dir
             )
             if embedded
             else None
         )
-    per_method, last_well = _latency(events, state["methods"])
-    n = wells * fields
-    stack_s = last_well - t_start
-    result: dict[str, Any] = {
-        "plate": plate,
-        "fields": n,
-        "interval_s": interval_s,
-        "methods": state["methods"],
-        "first_file_to_last_well_complete_s": round(stack_s, 2),
-        "first_file_to_api_complete_s": round(t_complete - t_start, 2),
-        "stack_fields_per_min": round(60 * n / stack_s, 2) if stack_s > 0 else None,
-        "latency": per_method,
-        **_resources(procs, (cpu_before, cpu_after), (triton_before, triton_after), n, settings),
-        "finished": datetime.now().isoformat(timespec="seconds"),
-    }
+    result = _result(stack, run, plate, got)
     if beside is not None:
         result["embedded_beside_stack"] = beside
     return result

@@ -11,49 +11,26 @@ a pixel, so a mismatch is reported with its size). Exit status 0 when everything
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 import sys
-import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-from urllib.parse import quote
+from typing import TYPE_CHECKING, Any
+
+from phagoflow.stack.feed import (
+    PlateRun,
+    RunningStack,
+    copy_plate,
+    get_json,
+    running_stack,
+    simulated_plate,
+    wait_complete,
+)
+
+if TYPE_CHECKING:
+    from phagoflow.core.counting import WellSummary
 
 __all__ = ["main", "run_e2e"]
-
-
-def _get(url: str) -> tuple[int, Any]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, None
-    except OSError:
-        return 0, None
-
-
-def _copy_field_by_field(export: Path, dest: Path, interval_s: float) -> int:
-    """Index (or .flex files) first, then each field's files; returns the number of fields."""
-    dest.mkdir(parents=True, exist_ok=True)
-    files = sorted(p for p in export.iterdir() if p.is_file())
-    index = [p for p in files if p.name in ("Index.idx.xml", "Index.xml")]
-    by_field: dict[str, list[Path]] = {}
-    for p in files:
-        if p not in index:
-            by_field.setdefault(p.name.split("-")[0], []).append(p)
-    for p in index:
-        shutil.copyfile(p, dest / p.name)
-    for group in by_field.values():
-        for p in group:
-            tmp = dest / f".{p.name}.part"
-            shutil.copyfile(p, tmp)
-            tmp.rename(dest / p.name)
-        time.sleep(interval_s)
-    return len(by_field)
 
 
 def run_e2e(
@@ -64,49 +41,66 @@ def run_e2e(
     interval_s: float = 1.0,
     timeout_s: float = 600.0,
 ) -> int:
-    """Run the check against the stack recorded by ``phagoflow stack up``; returns 0 on success."""
-    from phagoflow.core.simulate import simulate_plate
-    from phagoflow.embedded.run import run_plate
-    from phagoflow.stack.local import STATE_FILE, StackSettings, stack_status
+    """Run the check against the stack recorded by ``phagoflow stack up``; returns 0 on success.
 
-    settings = StackSettings()
-    status = stack_status(settings)
-    if not status["up"]:
+    Parameters
+    ----------
+    wells, fields, seed : int
+        The simulated plate.
+    interval_s : float
+        Seconds between fields.
+    timeout_s : float
+        Seconds from the first file until the plate must be complete.
+
+    Returns
+    -------
+    int
+        0 when every per-well count equals ``phagoflow run``'s, 1 on a mismatch or when the
+        plate did not complete in time, 2 when no stack is up.
+    """
+    from phagoflow.embedded.run import run_plate
+
+    run = PlateRun(
+        wells=wells, fields=fields, seed=seed, interval_s=interval_s, timeout_s=timeout_s
+    )
+    stack = running_stack()
+    if stack is None:
         print("e2e: no local stack is up (make up / phagoflow stack up)", file=sys.stderr)
         return 2
-    state = json.loads((settings.stack_dir / STATE_FILE).read_text())
-    methods = tuple(state["methods"])
-    api = f"http://127.0.0.1:{state['metrics_port']}/api/v1/plates"
-    plate_id = f"E2E-{time.strftime('%Y%m%d-%H%M%S')}"
-    with tempfile.TemporaryDirectory(prefix="phagoflow-e2e-") as tmp:
-        sim = simulate_plate(
-            Path(tmp) / "sim", wells=wells, fields=fields, seed=seed, plate_id=plate_id
-        )
+    methods = tuple(stack.methods)
+    with simulated_plate(run, "e2e") as (plate_id, sim, tmp):
         print(f"e2e: plate {plate_id}, {sim.n_fields} fields, methods {', '.join(methods)}")
-        started = time.monotonic()
-        dest = Path(state["watch_dir"]) / plate_id / "Images"
-        n = _copy_field_by_field(sim.export_dir, dest, interval_s)
-        copied = time.monotonic()
-        body: Any = None
-        while time.monotonic() - started < timeout_s:
-            code, body = _get(f"{api}/{quote(plate_id, safe='')}")
-            if code == 200 and body["complete"]:
-                break
-            time.sleep(0.5)
-        else:
-            print(f"e2e: plate not complete after {timeout_s:g} s: {body}", file=sys.stderr)
+        if not _stream(stack, run, plate_id, sim.export_dir):
             return 1
-        done = time.monotonic()
-        print(
-            f"e2e: {n} fields copied in {copied - started:.1f} s; complete {done - started:.1f} s"
-            f" after the first file ({done - copied:.1f} s after the last)"
-        )
-        _, rows = _get(f"{api}/{quote(plate_id, safe='')}/wells")
-        model_dir = Path(state["model_dir"]) if state.get("model_dir") else None
+        _, rows = get_json(f"{stack.plate_url(plate_id)}/wells")
         ref = run_plate(
-            sim.export_dir, Path(tmp) / "ref", methods=methods, model_dir=model_dir, progress=False
+            sim.export_dir, tmp / "ref", methods=methods, model_dir=stack.model_dir, progress=False
         )
-    want = {(w.well, w.method): (w.fields, w.phagophores, w.autolysosomes) for w in ref.wells}
+    return _compare(ref.wells, rows)
+
+
+def _stream(stack: RunningStack, run: PlateRun, plate_id: str, export: Path) -> bool:
+    """Copy the plate into the watch folder and wait until it is complete; False on a timeout."""
+    started = time.monotonic()
+    dest = stack.images_dir(plate_id)
+    dest.mkdir(parents=True, exist_ok=True)
+    _, n = copy_plate(export, dest, run.interval_s)
+    copied = time.monotonic()
+    complete, body = wait_complete(stack.plate_url(plate_id), started + run.timeout_s, 0.5)
+    if not complete:
+        print(f"e2e: plate not complete after {run.timeout_s:g} s: {body}", file=sys.stderr)
+        return False
+    done = time.monotonic()
+    print(
+        f"e2e: {n} fields copied in {copied - started:.1f} s; complete {done - started:.1f} s"
+        f" after the first file ({done - copied:.1f} s after the last)"
+    )
+    return True
+
+
+def _compare(reference: Sequence[WellSummary], rows: Sequence[dict[str, Any]]) -> int:
+    """Print the stack's and the embedded runner's counts side by side; 0 when all are equal."""
+    want = {(w.well, w.method): (w.fields, w.phagophores, w.autolysosomes) for w in reference}
     got = {
         (r["well"], r["method"]): (r["fields"], r["phagophores"], r["autolysosomes"]) for r in rows
     }
