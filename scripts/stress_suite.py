@@ -13,6 +13,8 @@ Methods:
   (:func:`~phagoflow.core.cip.calibrate_cip`, no truth); the calibration's CPU time is
   shared out over the plate's fields;
 - ``cip_v1`` — the CIP as it was before issue 15 (loaded from git, ``--old-commit``);
+- ``cdl`` — the U-Net (``--model``, default the shipped model) as ``phagoflow run`` runs it,
+  fields resampled to the model's pixel size; ``cdl_native`` the same without resampling;
 - ``bigfish`` — Big-FISH 0.6.2's LoG detector (``detect_spots``, automated threshold, spot
   radius 300 nm, pixel size in nm) on the DsRed channel, run in its own venv
   (``--bigfish-python``) through ``scripts/peers/bigfish_detect.py``. Spots become disks of the
@@ -74,6 +76,7 @@ from phagoflow.core.protocol import (
     require_reportable,
     require_tunable,
 )
+from phagoflow.core.segmenters import UNetSegmenter
 from phagoflow.core.stress import CONDITIONS, StressField
 from phagoflow.reporting.machine import cpu_description
 
@@ -89,8 +92,12 @@ def get_arg_parser() -> argparse.ArgumentParser:
     ap.add_argument("--role", choices=["validation", "test"], default="validation")
     ap.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=list(CONDITIONS))
     ap.add_argument(
-        "--methods", nargs="+", default=["cip"], choices=["cip", "cip_cal", "cip_v1", "bigfish"]
+        "--methods",
+        nargs="+",
+        default=["cip"],
+        choices=["cip", "cip_cal", "cip_v1", "bigfish", "cdl", "cdl_native"],
     )
+    ap.add_argument("--model", type=Path, default=None, help="U-Net model folder (cdl methods)")
     ap.add_argument("--wells", type=int, default=4)
     ap.add_argument("--fields", type=int, default=3)
     ap.add_argument("--plates", type=int, default=1, help="plates per condition")
@@ -250,6 +257,19 @@ def run_calibrated(
     return masks, cpu + seg
 
 
+def run_unet(
+    plate: StressPlate, model: Path | None, native: bool
+) -> tuple[list[NDArray[np.uint8]], float]:
+    """The U-Net (default: the shipped model) as ``phagoflow run`` uses it, one thread.
+
+    ``native`` switches off the resampling to the model's pixel size (fields as they come).
+    """
+    seg = UNetSegmenter(model, threads=1)
+    if native:
+        seg.predictor.rescale_tolerance = None
+    return run_inprocess(seg.segment, plate)
+
+
 def make_methods(args: argparse.Namespace) -> dict[str, Callable[[StressPlate], Any]]:
     """Method name → callable(plate) returning (masks, cpu seconds)."""
     params = CipParameters(**parse_overrides(args.set))
@@ -259,6 +279,8 @@ def make_methods(args: argparse.Namespace) -> dict[str, Callable[[StressPlate], 
             out[name] = lambda pl: run_inprocess(
                 lambda im, px: segment_cip(im, px, params=params).mask, pl
             )
+        elif name in ("cdl", "cdl_native"):
+            out[name] = lambda pl, native=(name == "cdl_native"): run_unet(pl, args.model, native)
         elif name == "cip_cal":
             out[name] = lambda pl: run_calibrated(pl, params)
         elif name == "cip_v1":

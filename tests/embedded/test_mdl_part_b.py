@@ -189,6 +189,9 @@ def test_train_without_holdout_records_an_empty_list(plain_model: Path) -> None:
     assert training["data"]["n_holdout"] == 0
     assert training["data"]["exports"][0]["fields"] == 6
     assert training["data"]["exports"][0]["fields_holdout"] == 0
+    # the pixel size inference resamples other fields to (the simulator's 0.2 µm)
+    assert training["data"]["exports"][0]["pixel_size_um"] == pytest.approx(0.2)
+    assert training["pixel_size_um"] == pytest.approx(0.2)
 
 
 def test_train_refuses_a_holdout_that_leaves_nothing(

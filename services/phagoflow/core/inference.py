@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import KW_ONLY, dataclass
 from importlib.resources import files
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import numpy as np
 import torch
@@ -39,15 +39,22 @@ from phagoflow.core.unet import UNet
 
 __all__ = [
     "BACKENDS",
+    "RESCALE_TOLERANCE",
     "OnnxRuntimeBackend",
     "Predictor",
     "TileBackend",
     "TorchBackend",
     "default_model_dir",
     "load_predictor",
+    "resample_planes",
+    "resize_planes",
     "softmax",
     "tiled_logits",
 ]
+
+#: Default :attr:`Predictor.rescale_tolerance`: fields within 10 % of the model's pixel size
+#: are not resampled (interpolation would blur them for no gain).
+RESCALE_TOLERANCE: Final[float] = 0.1
 
 #: Tiles in, logits out: ``(N, C, t, t)`` float32 → ``(N, K, t, t)`` float32.
 TileBackend = Callable[[NDArray[np.float32]], NDArray[np.float32]]
@@ -218,6 +225,10 @@ class Predictor:
         Model card, for provenance.
     model_dir : Path, optional
         Folder the model came from, for provenance.
+    rescale_tolerance : float or None
+        Relative pixel-size difference (field vs the card's ``training.pixel_size_um``) up to
+        which fields are used as they come; beyond it :meth:`logits` resamples them. ``None``
+        never resamples.
     """
 
     backend: TileBackend
@@ -229,6 +240,7 @@ class Predictor:
     border: int = 32
     card: ModelCard | None = None
     model_dir: Path | None = None
+    rescale_tolerance: float | None = RESCALE_TOLERANCE
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -240,30 +252,59 @@ class Predictor:
                 f"border={border}"
             )
 
-    def logits(self, field: NDArray[Any]) -> NDArray[np.float32]:
-        """Per-class logits ``(K, H, W)`` float32 of a raw field ``(2, H, W)``."""
+    def scale_for(self, pixel_size_um: float | None) -> float:
+        """Zoom factor that brings a field of ``pixel_size_um`` (µm) to the model's pixel size.
+
+        1.0 (no resampling) when either pixel size is unknown or they differ by at most
+        :attr:`rescale_tolerance` (relative); else ``pixel_size_um / model pixel size`` (< 1
+        shrinks a finely sampled field, > 1 enlarges a coarse one).
+        """
+        model_um = self.card.pixel_size_um if self.card is not None else None
+        if pixel_size_um is None or model_um is None or self.rescale_tolerance is None:
+            return 1.0
+        scale = float(pixel_size_um) / model_um
+        return 1.0 if abs(scale - 1.0) <= self.rescale_tolerance else scale
+
+    def logits(
+        self, field: NDArray[Any], pixel_size_um: float | None = None
+    ) -> NDArray[np.float32]:
+        """Per-class logits ``(K, H, W)`` float32 of a raw field ``(2, H, W)``.
+
+        With ``pixel_size_um`` (µm) the field is first resampled to the model's training pixel
+        size (:meth:`scale_for`) and the logits are resampled back to ``(H, W)``: the network
+        sees vesicles at the size, in pixels, it learnt them.
+        """
         self._validate_field(field)
         x = normalise(field, self.normalisation)
-        return tiled_logits(
+        scale = self.scale_for(pixel_size_um)
+        if scale != 1.0:
+            x = resample_planes(x, scale)
+        out = tiled_logits(
             x, self.backend, batch_size=self.batch_size, tile=self.tile, border=self.border
         )
+        if scale != 1.0:
+            out = resize_planes(out, (field.shape[1], field.shape[2]))
+        return out
 
-    def predict(self, field: NDArray[Any]) -> NDArray[np.uint8]:
+    def predict(self, field: NDArray[Any], pixel_size_um: float | None = None) -> NDArray[np.uint8]:
         """Class mask ``(H, W)`` uint8 (0 background, 1 phagophore, 2 autolysosome).
 
-        ``field`` is a raw ``(2, H, W)`` float32 field ``[DsRed, pHluorin]`` in camera counts.
+        ``field`` is a raw ``(2, H, W)`` float32 field ``[DsRed, pHluorin]`` in camera counts;
+        ``pixel_size_um`` (µm) enables resampling to the model's pixel size (:meth:`logits`).
         """
-        return _argmax(self.logits(field))
+        return _argmax(self.logits(field, pixel_size_um))
 
-    def predict_proba(self, field: NDArray[Any]) -> NDArray[np.float32]:
+    def predict_proba(
+        self, field: NDArray[Any], pixel_size_um: float | None = None
+    ) -> NDArray[np.float32]:
         """Class probabilities ``(3, H, W)`` float32 (softmax of the logits)."""
-        return softmax(self.logits(field), axis=0)
+        return softmax(self.logits(field, pixel_size_um), axis=0)
 
     def predict_with_proba(
-        self, field: NDArray[Any]
+        self, field: NDArray[Any], pixel_size_um: float | None = None
     ) -> tuple[NDArray[np.uint8], NDArray[np.float32]]:
         """``(mask (H, W) uint8, probabilities (3, H, W) float32)`` in one pass."""
-        logits = self.logits(field)
+        logits = self.logits(field, pixel_size_um)
         return _argmax(logits), softmax(logits, axis=0)
 
     __call__ = predict
@@ -274,6 +315,32 @@ class Predictor:
             raise ValueError(
                 f"field must be ({self.in_channels}, H, W) [DsRed, pHluorin], got shape {shape}"
             )
+
+
+def resample_planes(planes: NDArray[Any], scale: float) -> NDArray[np.float32]:
+    """Zoom every plane of ``planes`` (C, H, W) by ``scale`` (bilinear, anti-aliased when
+    shrinking); returns ``(C, round(H·scale), round(W·scale))`` float32, each side at least 1.
+    """
+    h, w = planes.shape[1], planes.shape[2]
+    shape = (max(1, round(h * scale)), max(1, round(w * scale)))
+    return resize_planes(planes, shape, anti_aliasing=scale < 1.0)
+
+
+def resize_planes(
+    planes: NDArray[Any], shape: tuple[int, int], *, anti_aliasing: bool = False
+) -> NDArray[np.float32]:
+    """Resize every plane of ``planes`` (C, H, W) to ``shape`` (H', W') pixels, bilinear."""
+    from skimage.transform import resize
+
+    out = resize(  # type: ignore[no-untyped-call]
+        np.asarray(planes, dtype=np.float32),
+        (planes.shape[0], *shape),
+        order=1,
+        mode="symmetric",
+        anti_aliasing=anti_aliasing,
+        preserve_range=True,
+    )
+    return np.ascontiguousarray(out, dtype=np.float32)
 
 
 def _argmax(logits: NDArray[np.float32]) -> NDArray[np.uint8]:

@@ -22,6 +22,7 @@ import copy
 import hashlib
 import io
 import json
+import math
 import os
 import platform
 import tempfile
@@ -124,6 +125,18 @@ class ModelCard(BaseModel):
     onnx: OnnxInfo = Field(default_factory=OnnxInfo)
     software: dict[str, str] = Field(default_factory=dict)
     training: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def pixel_size_um(self) -> float | None:
+        """Pixel size (µm) of the fields the model was trained on (``training.pixel_size_um``).
+
+        ``None`` when the card does not say (models made before it was recorded, or trained on
+        fields of mixed pixel sizes): inference then uses fields as they come.
+        """
+        value = self.training.get("pixel_size_um")
+        if isinstance(value, int | float) and math.isfinite(value) and value > 0:
+            return float(value)
+        return None
 
 
 def sha256_file(path: Path) -> str:

@@ -110,15 +110,25 @@ class UNetSegmenter:
             "model_sha256": card.checksums,
             "model_name": card.name,
             "model_version": card.version,
+            "model_pixel_size_um": card.pixel_size_um,
+            "rescale_tolerance": self.predictor.rescale_tolerance,
         }
 
     @property
     def fingerprint(self) -> str:
         card = self.card
-        return _digest({"method": self.method, "backend": self.backend, "sha": card.checksums})
+        return _digest(
+            {
+                "method": self.method,
+                "backend": self.backend,
+                "sha": card.checksums,
+                "model_pixel_size_um": card.pixel_size_um,
+                "rescale_tolerance": self.predictor.rescale_tolerance,
+            }
+        )
 
     def segment(self, image: NDArray[Any], pixel_size_um: float) -> NDArray[Any]:
-        return self.predictor.predict(image)
+        return self.predictor.predict(image, pixel_size_um)
 
 
 def make_segmenter(

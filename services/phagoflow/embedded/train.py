@@ -440,6 +440,7 @@ def _card_extra(
     """The card's ``training`` section: the outcome's record plus ``split.holdout`` and ``data``."""
     extra = outcome.card_extra()
     extra["split"]["holdout"] = held
+    extra["pixel_size_um"] = _training_pixel_size(data.exports)
     extra["data"] = {
         "labels": labels_source,
         "cip_parameters": cip.params.model_dump(mode="json") if cip is not None else None,
@@ -587,7 +588,26 @@ def _export_record(export: Path, cat: PlateCatalogue, n_fields: int) -> dict[str
         "fields": n_fields,
         "fields_holdout": 0,
         "fields_in_catalogue": len(cat.fields),
+        "pixel_size_um": cat.pixel_size_um,
     }
+
+
+def _training_pixel_size(exports: Sequence[dict[str, Any]]) -> float | None:
+    """The pixel size (µm) shared by every export trained on, or ``None`` when they differ.
+
+    Recorded as the card's ``training.pixel_size_um``: inference resamples fields of another
+    pixel size to it (:meth:`phagoflow.core.inference.Predictor.scale_for`).
+    """
+    sizes = {round(float(e["pixel_size_um"]), 6) for e in exports if e["fields"] > 0}
+    if len(sizes) != 1:
+        if sizes:
+            logger.warning(
+                "the training exports have different pixel sizes (%s µm): the model card records "
+                "none, so inference will not resample fields",
+                ", ".join(f"{v:g}" for v in sorted(sizes)),
+            )
+        return None
+    return sizes.pop()
 
 
 def _complete_truth(data: _Fields, truth: Path | None) -> list[NDArray[np.uint8]] | None:

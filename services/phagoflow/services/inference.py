@@ -372,6 +372,8 @@ class TritonSegmenter:
             "model": self.backend.model,
             "model_version": self.backend.version,
             "card_version": self.card.version,
+            "model_pixel_size_um": self.card.pixel_size_um,
+            "rescale_tolerance": self.predictor.rescale_tolerance,
         }
 
     @property
@@ -393,7 +395,7 @@ class TritonSegmenter:
             self._sync_card()
             version = self.backend.version
             try:
-                mask = self.predictor.predict(image)
+                mask = self.predictor.predict(image, pixel_size_um)
             except ModelVersionChanged:
                 if attempt == self.attempts:
                     raise
