@@ -36,6 +36,15 @@ def add_parser(sub: Any) -> None:
         choices=("normal", "harder"),
         help="acquisition preset: normal, or harder (dimmer, uneven expression, more vignetting)",
     )
+    p.add_argument(
+        "--condition",
+        default=None,
+        metavar="NAME",
+        help="instead of a preset: a plate of the stress suite's imaging condition NAME "
+        "(phagoflow.core.stress, e.g. sparse_large, low_snr, elongated_clustered), rendered by "
+        "the test protocol for --seed (training 100-199, validation 5000-5999, test 7000-7999) "
+        "and written as a Harmony 5 export with OUT/truth/ masks",
+    )
     _add_cells_and_screens(p.add_argument_group("cells and screens"))
 
 
@@ -112,8 +121,55 @@ def _simulation_options(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _cmd_condition(args: argparse.Namespace) -> int:
+    """``simulate --condition``: one protocol plate of a stress-suite condition as an export."""
+    from phagoflow.core.protocol import PlateSpec, ProtocolError, render_plate, role_of_seed
+    from phagoflow.core.protocol import write_export as write_stress_export
+    from phagoflow.core.stress import CONDITIONS
+
+    other = [f for f, v in _PRESET_ONLY.items() if getattr(args, v) not in (None, False)]
+    if args.preset != "normal" or args.format != "harmony5" or other:
+        bad = ", ".join([*(["--preset"] if args.preset != "normal" else []), *other])
+        return common.fail(
+            ValueError(f"--condition writes its own settings: drop {bad or '--format'}")
+        )
+    if args.condition not in CONDITIONS:
+        return common.fail(
+            ValueError(
+                f"unknown condition {args.condition!r}; choose one of {', '.join(CONDITIONS)}"
+            )
+        )
+    role = role_of_seed(args.seed)
+    try:
+        if role is None:
+            raise ProtocolError(
+                f"seed {args.seed} is in none of the protocol's ranges (training 100-199, "
+                "validation 5000-5999, test 7000-7999)"
+            )
+        spec = PlateSpec(args.condition, role, args.seed, wells=args.wells, fields=args.fields)
+        plate = render_plate(spec)
+        export = write_stress_export(plate, args.out, plate_id=args.plate)
+    except (ProtocolError, ValueError) as exc:
+        return common.fail(exc)
+    print(f"simulated {spec.name} plate: {len(plate.fields)} fields ({spec.variant} settings)")
+    print(f"  export: {export}")
+    print(f"  truth:  {Path(args.out) / 'truth'}")
+    return 0
+
+
+#: Options that only apply to preset plates, by flag: their ``args`` attribute.
+_PRESET_ONLY: dict[str, str] = {
+    "--nuclear": "nuclear",
+    "--screen": "screen",
+    **{flag: flag.removeprefix("--").replace("-", "_") for flag, *_ in _SCREEN_OPTIONS},
+}
+
+
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
+
+    if args.condition is not None:
+        return _cmd_condition(args)
 
     from phagoflow.core.simulate import simulate_plate
 

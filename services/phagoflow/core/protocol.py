@@ -32,6 +32,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -42,6 +43,9 @@ from phagoflow.core.stress import (
     condition,
     render_condition_field,
 )
+
+if TYPE_CHECKING:
+    from phagoflow.core.opera.catalogue import FieldKey
 
 __all__ = [
     "SEED_RANGES",
@@ -54,6 +58,7 @@ __all__ = [
     "require_reportable",
     "require_tunable",
     "role_of_seed",
+    "write_export",
 ]
 
 _WELL_LEVEL_SIGMA = 0.35
@@ -262,42 +267,85 @@ def render_plate(spec: PlateSpec) -> StressPlate:
     StressPlate
     """
     pairs = list(_iter_fields(spec))
-    wells = tuple(w for w, _ in pairs)
-    fields = tuple(f for _, f in pairs)
-    ids = condition(spec.condition).channel_ids
-    if ids != (1, 2):
-        fields = _export_round_trip(spec, fields, ids)
-    return StressPlate(spec=spec, fields=fields, wells=wells)
+    plate = StressPlate(
+        spec=spec, fields=tuple(f for _, f in pairs), wells=tuple(w for w, _ in pairs)
+    )
+    if condition(spec.condition).channel_ids != (1, 2):
+        plate = _export_round_trip(plate)
+    return plate
 
 
-def _export_round_trip(
-    spec: PlateSpec, fields: tuple[StressField, ...], channel_ids: tuple[int, int]
-) -> tuple[StressField, ...]:
-    """Write the fields as a Harmony export with ``channel_ids`` and read them back by role."""
-    from phagoflow.core.opera import load_field, open_writer, read_plate
+def write_export(plate: StressPlate, out_dir: Path, *, plate_id: str | None = None) -> Path:
+    """Write a rendered plate as a Harmony 5 export plus its true class masks.
+
+    Well ``w`` of the plate goes to the ``w``-th position of
+    :func:`phagoflow.core.simulate.plate_layout` (inner wells first), its fields numbered from 1;
+    the channels are written with the condition's ``channel_ids`` (``channel_order`` writes
+    pHluorin first). ``out_dir/truth/rRRcCCfFFp01.tiff`` holds each field's true mask (0, 1, 2),
+    the layout ``phagoflow evaluate --truth`` reads.
+
+    Parameters
+    ----------
+    plate : StressPlate
+        A plate from :func:`render_plate` (images with the camera's ``[DsRed, pHluorin]`` order).
+    out_dir : Path
+        Export folder (created).
+    plate_id : str, optional
+        Plate id in the index (default: ``<condition>-<seed>``).
+
+    Returns
+    -------
+    Path
+        The export folder to give to :func:`phagoflow.core.opera.read_plate`.
+    """
+    import tifffile
+
+    from phagoflow.core.opera import open_writer
+    from phagoflow.core.simulate import plate_layout
+
+    spec, first = plate.spec, plate.fields[0]
+    keys = _field_keys(plate, plate_layout(spec.wells))
+    truth_dir = Path(out_dir) / "truth"
+    truth_dir.mkdir(parents=True, exist_ok=True)
+    writer = open_writer(
+        "harmony5",
+        Path(out_dir),
+        plate_id=plate_id or f"{spec.condition}-{spec.seed}",
+        pixel_size_um=first.pixel_size_um,
+        size_yx=(int(first.truth.shape[0]), int(first.truth.shape[1])),
+        channel_ids=condition(spec.condition).channel_ids,
+        fields_per_well=spec.fields,
+    )
+    with writer as w:
+        for key, f in zip(keys, plate.fields, strict=True):
+            w.add_field(key, np.asarray(f.image, dtype=np.uint16))
+            tifffile.imwrite(truth_dir / f"{key.name}.tiff", f.truth, compression="zlib")
+        return Path(w.close())
+
+
+def _field_keys(plate: StressPlate, layout: Sequence[tuple[int, int]]) -> list[FieldKey]:
+    """The export key of every field of ``plate``: its well's layout position, field 1, 2, ..."""
     from phagoflow.core.opera.catalogue import FieldKey
 
-    if len(fields) > 96:
-        raise ProtocolError(f"an export round trip holds at most 96 fields, got {len(fields)}")
-    keys = [FieldKey(1 + i // 12, 1 + i % 12, 1) for i in range(len(fields))]
+    keys, seen = [], dict.fromkeys(range(plate.spec.wells), 0)
+    for well in plate.wells:
+        seen[well] += 1
+        keys.append(FieldKey(*layout[well], seen[well]))
+    return keys
+
+
+def _export_round_trip(plate: StressPlate) -> StressPlate:
+    """Write the plate as a Harmony export with its channel ids and read its fields back by role."""
+    from phagoflow.core.opera import load_field, read_plate
+    from phagoflow.core.simulate import plate_layout
+
+    keys = _field_keys(plate, plate_layout(plate.spec.wells))
     with tempfile.TemporaryDirectory(prefix="phagoflow-stress-") as tmp:
-        writer = open_writer(
-            "harmony5",
-            Path(tmp),
-            plate_id=f"STRESS{spec.seed}",
-            pixel_size_um=fields[0].pixel_size_um,
-            size_yx=(int(fields[0].truth.shape[0]), int(fields[0].truth.shape[1])),
-            channel_ids=channel_ids,
-            fields_per_well=1,
-        )
-        with writer as w:
-            for key, f in zip(keys, fields, strict=True):
-                w.add_field(key, np.asarray(f.image, dtype=np.uint16))
-            export = w.close()
-        cat = read_plate(Path(export))
+        cat = read_plate(write_export(plate, Path(tmp)))
         by_key = {(r.key.row, r.key.col, r.key.field): r for r in cat.fields}
         images = [load_field(cat, by_key[(k.row, k.col, k.field)]) for k in keys]
-    return tuple(
+    fields = tuple(
         StressField(img, f.truth, f.phagophores, f.autolysosomes, float(cat.pixel_size_um))
-        for img, f in zip(images, fields, strict=True)
+        for img, f in zip(images, plate.fields, strict=True)
     )
+    return StressPlate(spec=plate.spec, fields=fields, wells=plate.wells)
