@@ -98,6 +98,14 @@ def get_arg_parser() -> argparse.ArgumentParser:
         choices=["cip", "cip_cal", "cip_v1", "bigfish", "cdl", "cdl_native"],
     )
     ap.add_argument("--model", type=Path, default=None, help="U-Net model folder (cdl methods)")
+    ap.add_argument(
+        "--cdl-min-area",
+        type=float,
+        default=None,
+        metavar="UM2",
+        help="cdl methods: drop predicted objects under this area (default: the product's, "
+        "Predictor.min_object_area_um2); refused on test plates",
+    )
     ap.add_argument("--wells", type=int, default=4)
     ap.add_argument("--fields", type=int, default=3)
     ap.add_argument("--plates", type=int, default=1, help="plates per condition")
@@ -258,15 +266,18 @@ def run_calibrated(
 
 
 def run_unet(
-    plate: StressPlate, model: Path | None, native: bool
+    plate: StressPlate, model: Path | None, native: bool, min_area_um2: float | None = None
 ) -> tuple[list[NDArray[np.uint8]], float]:
     """The U-Net (default: the shipped model) as ``phagoflow run`` uses it, one thread.
 
-    ``native`` switches off the resampling to the model's pixel size (fields as they come).
+    ``native`` switches off the resampling to the model's pixel size (fields as they come);
+    ``min_area_um2`` overrides the smallest object kept.
     """
     seg = UNetSegmenter(model, threads=1)
     if native:
         seg.predictor.rescale_tolerance = None
+    if min_area_um2 is not None:
+        seg.predictor.min_object_area_um2 = min_area_um2
     return run_inprocess(seg.segment, plate)
 
 
@@ -280,7 +291,9 @@ def make_methods(args: argparse.Namespace) -> dict[str, Callable[[StressPlate], 
                 lambda im, px: segment_cip(im, px, params=params).mask, pl
             )
         elif name in ("cdl", "cdl_native"):
-            out[name] = lambda pl, native=(name == "cdl_native"): run_unet(pl, args.model, native)
+            out[name] = lambda pl, native=(name == "cdl_native"): run_unet(
+                pl, args.model, native, args.cdl_min_area
+            )
         elif name == "cip_cal":
             out[name] = lambda pl: run_calibrated(pl, params)
         elif name == "cip_v1":
@@ -308,8 +321,11 @@ def score_plate(plate: StressPlate, masks: list[NDArray[np.uint8]], cpu: float) 
 def check_protocol(args: argparse.Namespace, specs: list[PlateSpec]) -> None:
     if args.role == "test":
         require_reportable(specs)
-        if args.set:
-            sys.exit("--set is a choice: make it on validation plates, not on test plates")
+        if args.set or args.cdl_min_area is not None:
+            sys.exit(
+                "--set and --cdl-min-area are choices: make them on validation plates, not on "
+                "test plates"
+            )
     else:
         require_tunable(specs)
 
@@ -350,6 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "role": args.role,
             "specs": [s.name for s in specs],
             "overrides": parse_overrides(args.set),
+            "cdl_min_area_um2": args.cdl_min_area,
             "machine": cpu_description(),
             "scores": {k: {m: s.to_dict() for m, s in v.items()} for k, v in table.items()},
         }

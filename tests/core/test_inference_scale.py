@@ -10,7 +10,12 @@ import pytest
 import torch
 from numpy.typing import NDArray
 
-from phagoflow.core.inference import Predictor, load_predictor, resample_planes
+from phagoflow.core.inference import (
+    Predictor,
+    drop_small_objects,
+    load_predictor,
+    resample_planes,
+)
 from phagoflow.core.model_dir import ModelCard, read_model_card, save_model_dir
 from phagoflow.core.normalisation import NormalisationConfig
 from phagoflow.core.unet import UNet, UNetConfig
@@ -121,3 +126,31 @@ def test_load_predictor_uses_the_card(tmp_path: Path) -> None:
     save_model_dir(tmp_path / "m", net.eval(), net.config, NormalisationConfig(), {})
     pred = load_predictor(tmp_path / "m")
     assert pred.scale_for(0.1) == 1.0  # a card without a pixel size: fields as they come
+
+
+def test_drop_small_objects_keeps_classes_and_large_objects() -> None:
+    mask = np.zeros((20, 20), np.uint8)
+    mask[1, 1] = 2  # a hot pixel called autolysosome
+    mask[5:8, 5:8] = 2  # 9 px
+    mask[12, 12] = 1
+    mask[12, 13] = 2  # touching, other class: each is its own 1-px object
+    mask[15:17, 15:17] = 1  # 4 px
+    mask[18, 2] = 1
+    mask[19, 3] = 1  # diagonal neighbours: one 8-connected object of 2 px
+    out = drop_small_objects(mask, 2)
+    assert out[1, 1] == 0 and out[12, 12] == 0 and out[12, 13] == 0
+    assert (out[5:8, 5:8] == 2).all() and (out[15:17, 15:17] == 1).all()
+    assert out[18, 2] == 1 and out[19, 3] == 1
+    assert mask[1, 1] == 2  # the input is untouched
+    np.testing.assert_array_equal(drop_small_objects(mask, 0), mask)
+
+
+def test_predict_drops_specks_only_when_the_pixel_size_is_known(card: ModelCard) -> None:
+    pred = Predictor(_spot_backend([]), normalisation=NormalisationConfig(), card=card)
+    field = _disk_field(256, 256, radius_px=12)  # over 0.2 % of the field: the 99.8th percentile
+    field[0, 20, 20] = 10.0  # a one-pixel speck, as bright as the vesicle
+    assert pred.predict(field)[20, 20] == 1  # no pixel size: every object kept
+    mask = pred.predict(field, pixel_size_um=0.2)  # 0.04 µm² < 0.05 µm²
+    assert mask[20, 20] == 0 and mask[128, 128] == 1
+    pred.min_object_area_um2 = 0.0
+    assert pred.predict(field, pixel_size_um=0.2)[20, 20] == 1

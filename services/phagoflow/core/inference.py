@@ -25,6 +25,7 @@ from typing import Any, Final, Literal
 import numpy as np
 import torch
 from numpy.typing import NDArray
+from scipy import ndimage as ndi
 
 from phagoflow.core.model_dir import (
     ONNX_FILE,
@@ -39,12 +40,14 @@ from phagoflow.core.unet import UNet
 
 __all__ = [
     "BACKENDS",
+    "MIN_OBJECT_AREA_UM2",
     "RESCALE_TOLERANCE",
     "OnnxRuntimeBackend",
     "Predictor",
     "TileBackend",
     "TorchBackend",
     "default_model_dir",
+    "drop_small_objects",
     "load_predictor",
     "resample_planes",
     "resize_planes",
@@ -55,6 +58,11 @@ __all__ = [
 #: Default :attr:`Predictor.rescale_tolerance`: fields within 10 % of the model's pixel size
 #: are not resampled (interpolation would blur them for no gain).
 RESCALE_TOLERANCE: Final[float] = 0.1
+
+#: Default :attr:`Predictor.min_object_area_um2`: predicted objects below 0.05 µm² (one pixel
+#: at 0.2 µm/px, under the optical resolution) are dropped. Chosen on the stress suite's
+#: validation plates (docs/experiment.md): hot pixels and noise specks became autolysosomes.
+MIN_OBJECT_AREA_UM2: Final[float] = 0.05
 
 #: Tiles in, logits out: ``(N, C, t, t)`` float32 → ``(N, K, t, t)`` float32.
 TileBackend = Callable[[NDArray[np.float32]], NDArray[np.float32]]
@@ -229,6 +237,9 @@ class Predictor:
         Relative pixel-size difference (field vs the card's ``training.pixel_size_um``) up to
         which fields are used as they come; beyond it :meth:`logits` resamples them. ``None``
         never resamples.
+    min_object_area_um2 : float
+        :meth:`predict` with a pixel size drops objects (8-connected, per class) of a smaller
+        area in µm²; 0 keeps every object.
     """
 
     backend: TileBackend
@@ -241,6 +252,7 @@ class Predictor:
     card: ModelCard | None = None
     model_dir: Path | None = None
     rescale_tolerance: float | None = RESCALE_TOLERANCE
+    min_object_area_um2: float = MIN_OBJECT_AREA_UM2
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -290,9 +302,13 @@ class Predictor:
         """Class mask ``(H, W)`` uint8 (0 background, 1 phagophore, 2 autolysosome).
 
         ``field`` is a raw ``(2, H, W)`` float32 field ``[DsRed, pHluorin]`` in camera counts;
-        ``pixel_size_um`` (µm) enables resampling to the model's pixel size (:meth:`logits`).
+        ``pixel_size_um`` (µm) enables resampling to the model's pixel size (:meth:`logits`)
+        and drops objects under :attr:`min_object_area_um2`.
         """
-        return _argmax(self.logits(field, pixel_size_um))
+        mask = _argmax(self.logits(field, pixel_size_um))
+        if pixel_size_um is None or self.min_object_area_um2 <= 0:
+            return mask
+        return drop_small_objects(mask, self.min_object_area_um2 / float(pixel_size_um) ** 2)
 
     def predict_proba(
         self, field: NDArray[Any], pixel_size_um: float | None = None
@@ -341,6 +357,18 @@ def resize_planes(
         preserve_range=True,
     )
     return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def drop_small_objects(mask: NDArray[np.uint8], min_area_px: float) -> NDArray[np.uint8]:
+    """``mask`` (H, W) with every object (8-connected, per class) under ``min_area_px`` pixels
+    set to background (0); a new array."""
+    out = mask.copy()
+    for value in np.unique(mask[mask > 0]):
+        labels, n = ndi.label(mask == value, structure=np.ones((3, 3), bool))
+        small = np.bincount(labels.ravel(), minlength=n + 1) < min_area_px
+        small[0] = False
+        out[small[labels]] = 0
+    return out
 
 
 def _argmax(logits: NDArray[np.float32]) -> NDArray[np.uint8]:

@@ -112,6 +112,7 @@ class UNetSegmenter:
             "model_version": card.version,
             "model_pixel_size_um": card.pixel_size_um,
             "rescale_tolerance": self.predictor.rescale_tolerance,
+            "min_object_area_um2": self.predictor.min_object_area_um2,
         }
 
     @property
@@ -124,6 +125,7 @@ class UNetSegmenter:
                 "sha": card.checksums,
                 "model_pixel_size_um": card.pixel_size_um,
                 "rescale_tolerance": self.predictor.rescale_tolerance,
+                "min_object_area_um2": self.predictor.min_object_area_um2,
             }
         )
 

@@ -374,6 +374,7 @@ class TritonSegmenter:
             "card_version": self.card.version,
             "model_pixel_size_um": self.card.pixel_size_um,
             "rescale_tolerance": self.predictor.rescale_tolerance,
+            "min_object_area_um2": self.predictor.min_object_area_um2,
         }
 
     @property
