@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from numpy.typing import NDArray
 
 from phagoflow.core.inference import (
@@ -16,19 +15,16 @@ from phagoflow.core.inference import (
     load_predictor,
     resample_planes,
 )
-from phagoflow.core.model_dir import ModelCard, read_model_card, save_model_dir
+from phagoflow.core.model_dir import ModelCard, read_model_card
 from phagoflow.core.normalisation import NormalisationConfig
-from phagoflow.core.unet import UNet, UNetConfig
 from phagoflow.embedded.train import _training_pixel_size
+from unet_testing import random_unet_dir
 
 
 @pytest.fixture(scope="module")
 def card(tmp_path_factory: pytest.TempPathFactory) -> ModelCard:
-    torch.manual_seed(0)
-    net = UNet(UNetConfig(base_channels=4, depth=2))
     path = tmp_path_factory.mktemp("scale") / "model"
-    save_model_dir(path, net.eval(), net.config, NormalisationConfig(), {"pixel_size_um": 0.2})
-    return read_model_card(path)
+    return read_model_card(random_unet_dir(path, {"pixel_size_um": 0.2}))
 
 
 def _spot_backend(calls: list[tuple[int, ...]]):  # type: ignore[no-untyped-def]
@@ -121,10 +117,7 @@ def test_training_records_one_pixel_size_or_none(caplog: pytest.LogCaptureFixtur
 
 
 def test_load_predictor_uses_the_card(tmp_path: Path) -> None:
-    torch.manual_seed(0)
-    net = UNet(UNetConfig(base_channels=4, depth=2))
-    save_model_dir(tmp_path / "m", net.eval(), net.config, NormalisationConfig(), {})
-    pred = load_predictor(tmp_path / "m")
+    pred = load_predictor(random_unet_dir(tmp_path / "m"))
     assert pred.scale_for(0.1) == 1.0  # a card without a pixel size: fields as they come
 
 
