@@ -145,5 +145,8 @@ def test_predict_drops_specks_only_when_the_pixel_size_is_known(card: ModelCard)
     assert pred.predict(field)[20, 20] == 1  # no pixel size: every object kept
     mask = pred.predict(field, pixel_size_um=0.2)  # 0.04 µm² < 0.05 µm²
     assert mask[20, 20] == 0 and mask[128, 128] == 1
+    with_proba, proba = pred.predict_with_proba(field, pixel_size_um=0.2)
+    np.testing.assert_array_equal(with_proba, mask)  # the same mask
+    assert proba.shape == (3, 256, 256)
     pred.min_object_area_um2 = 0.0
     assert pred.predict(field, pixel_size_um=0.2)[20, 20] == 1

@@ -305,10 +305,7 @@ class Predictor:
         ``pixel_size_um`` (µm) enables resampling to the model's pixel size (:meth:`logits`)
         and drops objects under :attr:`min_object_area_um2`.
         """
-        mask = _argmax(self.logits(field, pixel_size_um))
-        if pixel_size_um is None or self.min_object_area_um2 <= 0:
-            return mask
-        return drop_small_objects(mask, self.min_object_area_um2 / float(pixel_size_um) ** 2)
+        return self._mask(self.logits(field, pixel_size_um), pixel_size_um)
 
     def predict_proba(
         self, field: NDArray[Any], pixel_size_um: float | None = None
@@ -319,9 +316,18 @@ class Predictor:
     def predict_with_proba(
         self, field: NDArray[Any], pixel_size_um: float | None = None
     ) -> tuple[NDArray[np.uint8], NDArray[np.float32]]:
-        """``(mask (H, W) uint8, probabilities (3, H, W) float32)`` in one pass."""
+        """``(mask (H, W) uint8, probabilities (3, H, W) float32)`` in one pass (the mask as
+        :meth:`predict` makes it, the probabilities as the network gave them)."""
         logits = self.logits(field, pixel_size_um)
-        return _argmax(logits), softmax(logits, axis=0)
+        return self._mask(logits, pixel_size_um), softmax(logits, axis=0)
+
+    def _mask(self, logits: NDArray[np.float32], pixel_size_um: float | None) -> NDArray[np.uint8]:
+        """Argmax of ``logits``, without objects under :attr:`min_object_area_um2` when the
+        pixel size (µm) is known."""
+        mask = _argmax(logits)
+        if pixel_size_um is None or self.min_object_area_um2 <= 0:
+            return mask
+        return drop_small_objects(mask, self.min_object_area_um2 / float(pixel_size_um) ** 2)
 
     __call__ = predict
 
